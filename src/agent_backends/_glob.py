@@ -1,0 +1,136 @@
+"""Glob patterns, compiled once to a regex so every backend matches the same names.
+
+Syntax: ``*`` (any run within one segment), ``?`` (one character), ``[abc]`` / ``[!abc]`` / ``[^abc]``, ``**`` as a
+whole segment (zero or more directories) and braces ``{a,b}`` (nested allowed). ``*`` matches names that start with a
+dot, as ripgrep's globs do. A pattern without ``/`` given as a file filter (``grep_raw(glob=...)``) matches the base
+name anywhere, as ``rg --glob`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from agent_backends import _paths
+from agent_backends.exceptions import InvalidPathError
+
+__all__ = ("GlobMatcher", "compile_glob", "compile_name_filter")
+
+_META = frozenset("*?[{")
+
+
+def _is_literal(segment: str) -> bool:
+    return not any(ch in _META for ch in segment)
+
+
+def _translate(pattern: str) -> str:
+    """Translate one glob (no leading base) to a regex body matching a relative path."""
+    out: list[str] = []
+    i, n, depth = 0, len(pattern), 0
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            if pattern.startswith("**", i):
+                at_start = i == 0 or pattern[i - 1] == "/"
+                j = i + 2
+                if at_start and (j == n or pattern[j] == "/"):
+                    if j == n:
+                        out.append(".*")
+                    else:
+                        out.append("(?:[^/]*/)*")
+                        j += 1
+                    i = j
+                    continue
+            out.append("[^/]*")
+            while i < n and pattern[i] == "*":
+                i += 1
+            continue
+        if ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith(("[!", "[^"), i) else i + 1)
+            if end == -1:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\").replace("^", "\\^")
+                out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+                i = end + 1
+                continue
+        elif ch == "{":
+            depth += 1
+            out.append("(?:")
+        elif ch == "}" and depth:
+            depth -= 1
+            out.append(")")
+        elif ch == "," and depth:
+            out.append("|")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    if depth:
+        raise InvalidPathError(f"glob {pattern!r} has an unclosed '{{'", pattern)
+    return "".join(out)
+
+
+def _check_glob_text(pattern: str) -> None:
+    """Glob patterns obey the path rules (no ``..``, ``~``, drives, backslashes, NUL)."""
+    probe = pattern.replace("*", "x").replace("?", "x") or "x"
+    _paths.normalize(probe)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobMatcher:
+    """A compiled glob: ``base`` is the deepest literal directory, ``regex`` matches paths relative to it."""
+
+    base: str
+    rest: str
+    regex: re.Pattern[str]
+    recursive: bool
+    depth: int
+
+    def match(self, relative: str) -> bool:
+        return self.regex.fullmatch(relative) is not None
+
+    def pattern_below(self, directory: str) -> str | None:
+        """A pattern, taken from ``directory`` (relative to ``base``), matching at least every match of this glob
+        under that directory; ``None`` when nothing under it can match. Callers filter with ``match``."""
+        segments = self.rest.split("/")
+        for index, name in enumerate(directory.split("/")):
+            if index >= len(segments) - 1:
+                return None
+            segment = segments[index]
+            if "{" in segment or segment == "**":
+                return "/".join(segments[index:]) if segment == "**" else "**"
+            if re.fullmatch(_translate(segment), name, re.DOTALL) is None:
+                return None
+        return "/".join(segments[len(directory.split("/")) :])
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str, path: str = "/") -> GlobMatcher:
+    """Compile ``pattern`` taken from directory ``path`` (normalized); an absolute pattern ignores ``path``."""
+    _check_glob_text(pattern)
+    full = pattern if pattern.startswith("/") else f"{path.rstrip('/')}/{pattern}"
+    segments = [s for s in full.split("/") if s and s != "."]
+    literal: list[str] = []
+    while segments[:-1] and _is_literal(segments[0]):
+        literal.append(segments.pop(0))
+    rest = "/".join(segments)
+    base = "/" + "/".join(literal)
+    recursive = "**" in rest
+    return GlobMatcher(base, rest, re.compile(_translate(rest), re.DOTALL), recursive, len(segments))
+
+
+@lru_cache(maxsize=256)
+def compile_name_filter(glob: str) -> re.Pattern[str]:
+    """A file filter for ``grep_raw``: without ``/`` it matches base names, with ``/`` relative paths."""
+    _check_glob_text(glob)
+    body = _translate(glob.lstrip("/"))
+    if "/" in glob:
+        return re.compile(body, re.DOTALL)
+    return re.compile(f"(?:.*/)?{body}", re.DOTALL)

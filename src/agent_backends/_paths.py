@@ -1,0 +1,109 @@
+"""Path rules shared by every backend: one place decides what a path means and what is refused.
+
+A backend path is a POSIX path in the backend's own namespace; ``/`` is its root. The text is checked before
+anything is touched; disk backends check the resolved real path too (``resolve_inside``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from urllib.parse import unquote
+
+from agent_backends.exceptions import InvalidPathError, PathEscapeError
+
+__all__ = ("is_within", "join", "normalize", "relative_to", "resolve_inside", "split_name", "to_virtual")
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# Anything that needs a closer look than a plain split; most paths skip the slow checks.
+_SUSPICIOUS = re.compile(r"[\x00\\~%:]|\.\.|[^\x00-\x7f]")
+
+
+def _refuse(path: str, why: str) -> InvalidPathError:
+    return InvalidPathError(f"path {path!r} is refused: {why}", path)
+
+
+def _check_text(path: str) -> None:
+    if "\x00" in path:
+        raise _refuse(path, "it contains a NUL byte")
+    if "\\" in path:
+        raise _refuse(path, "backslashes are not path separators here; use '/'")
+    if path.startswith("~"):
+        raise _refuse(path, "'~' home-directory expansion is not supported")
+    if _DRIVE.match(path):
+        raise _refuse(path, "Windows drive paths are not supported")
+
+
+def _check_segment(path: str, segment: str) -> None:
+    if segment == "..":
+        raise _refuse(path, "'..' segments may not leave the current directory")
+    if "%" in segment and unquote(segment) in ("..", "."):
+        raise _refuse(path, "a percent-encoded '..' or '.' segment is refused")
+    if not segment.isascii() and unicodedata.normalize("NFKC", segment) == "..":
+        raise _refuse(path, "a segment that normalizes to '..' is refused")
+
+
+def normalize(path: str, cwd: str = "/") -> str:
+    """Return ``path`` as an absolute, normalized backend path, or raise ``InvalidPathError``.
+
+    A relative path is taken from ``cwd`` (itself already normalized). ``.`` and empty segments are dropped; a
+    trailing slash is removed. Nothing is resolved against a filesystem here.
+    """
+    if not isinstance(path, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidPathError(f"path must be a str, not {type(path).__name__}")
+    if not path:
+        raise _refuse(path, "it is empty")
+    slow = _SUSPICIOUS.search(path) is not None
+    if slow:
+        _check_text(path)
+    full = path if path.startswith("/") else f"{cwd}/{path}"
+    parts: list[str] = []
+    for segment in full.split("/"):
+        if not segment or segment == ".":
+            continue
+        if slow:
+            _check_segment(path, segment)
+        parts.append(segment)
+    return "/" + "/".join(parts)
+
+
+def join(base: str, name: str) -> str:
+    """Join a normalized directory path and a child name."""
+    return f"{base}/{name}" if base != "/" else f"/{name}"
+
+
+def split_name(path: str) -> str:
+    """The last segment of a normalized path (``""`` for the root)."""
+    return path.rsplit("/", 1)[-1]
+
+
+def is_within(path: str, base: str) -> bool:
+    """Whether normalized ``path`` is ``base`` or below it, on whole segments."""
+    return base == "/" or path == base or path.startswith(base + "/")
+
+
+def relative_to(path: str, base: str) -> str:
+    """``path`` relative to ``base`` (``""`` when equal); both normalized, ``path`` within ``base``."""
+    if path == base:
+        return ""
+    return path[len(base) :].lstrip("/") if base != "/" else path[1:]
+
+
+def resolve_inside(root_real: str, path: str) -> str:
+    """The real filesystem path of backend ``path`` under ``root_real``, refusing anything that resolves outside.
+
+    Blocking (it resolves symlinks): call it from a worker thread.
+    """
+    candidate = os.path.join(root_real, path.lstrip("/"))
+    real = os.path.realpath(candidate)
+    if real != root_real and not real.startswith(root_real + os.sep):
+        raise PathEscapeError(f"path {path!r} resolves outside the backend's root", path)
+    return real
+
+
+def to_virtual(root_real: str, real: str) -> str:
+    """The backend path of a real path known to be under ``root_real``."""
+    if real == root_real:
+        return "/"
+    return "/" + os.path.relpath(real, root_real).replace(os.sep, "/")

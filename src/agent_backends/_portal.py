@@ -1,0 +1,161 @@
+"""The engine of the generated sync twins: one event-loop thread per twin, reached through an anyio portal.
+
+The async object is built and entered inside that loop, so loop-bound resources (an aiodocker session) live on
+one loop for their whole life. Calls from any thread are submitted with ``start_task_soon``; Ctrl-C cancels the
+submitted task and waits for its cleanup before re-raising. A twin that is never closed is closed when garbage
+collected or at interpreter exit (``weakref.finalize``), and its thread is a daemon, so exit never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, cast
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from agent_backends.exceptions import BlockingCallInEventLoopError
+
+__all__ = ("SyncTwin",)
+
+_T = TypeVar("_T")
+_A = TypeVar("_A")
+_CANCEL_GRACE_SECONDS = 30.0
+
+
+class _LoopThread:
+    """A daemon thread running an asyncio loop that serves a ``BlockingPortal`` until stopped."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._portal: BlockingPortal | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="agent-backends-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            anyio.run(self._serve)
+        except BaseException as exc:  # surfaced to the constructing thread
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with BlockingPortal() as portal:
+            self._portal = portal
+            self._ready.set()
+            await portal.sleep_until_stopped()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        assert self._portal is not None
+        return self._portal
+
+    def call(self, fn: Callable[..., Awaitable[_T] | _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run ``fn(*args, **kwargs)`` in the loop and wait for it; Ctrl-C cancels it there."""
+        finished = threading.Event()
+
+        async def runner() -> _T:
+            try:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    return await cast(Awaitable[_T], result)
+                return cast(_T, result)
+            finally:
+                finished.set()
+
+        future = self.portal.start_task_soon(runner)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            finished.wait(_CANCEL_GRACE_SECONDS)
+            raise
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._portal is not None:
+            with contextlib.suppress(RuntimeError):
+                self._portal.call(self._portal.stop, True)
+            self._thread.join(_CANCEL_GRACE_SECONDS)
+
+
+def _shutdown(loop: _LoopThread, target: object) -> None:
+    """Close ``target`` inside its loop, then stop the loop; runs once (``weakref.finalize``)."""
+    try:
+        aclose = getattr(target, "aclose", None)
+        if aclose is not None:
+            loop.call(aclose)
+    finally:
+        loop.stop()
+
+
+def _ensure_no_running_loop(method: str, async_name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise BlockingCallInEventLoopError(
+        f"{method}() blocks, and this thread is running an event loop; "
+        f"use `await {async_name}(...)` instead of the Sync twin here"
+    )
+
+
+class SyncTwin(Generic[_A]):
+    """Base of every generated ``Sync<Name>`` class: owns the loop thread and the async object inside it."""
+
+    _async: _A
+
+    def _setup(self, factory: Callable[[], _A]) -> None:
+        _ensure_no_running_loop(f"{type(self).__name__}", type(self).__name__.removeprefix("Sync"))
+        loop = _LoopThread()
+        try:
+            target = loop.call(self._build, factory)
+        except BaseException:
+            loop.stop()
+            raise
+        self._async = target
+        self._loop = loop
+        self._finalizer = weakref.finalize(self, _shutdown, loop, target)
+
+    @staticmethod
+    async def _build(factory: Callable[[], _A]) -> _A:
+        target = factory()
+        enter = getattr(target, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return target
+
+    def _call(self, method: Callable[..., Awaitable[_T]], /, *args: Any, **kwargs: Any) -> _T:
+        name = getattr(method, "__name__", "call")
+        _ensure_no_running_loop(f"{type(self).__name__}.{name}", f"{type(self._async).__name__}.{name}")
+        return self._loop.call(functools.partial(method, *args, **kwargs))
+
+    def _attr(self, name: str) -> Any:
+        return self._loop.call(getattr, self._async, name)
+
+    @property
+    def async_backend(self) -> _A:
+        """The async object this twin drives (it lives on the twin's loop thread)."""
+        return self._async
+
+    def close(self) -> None:
+        """Close the async object and stop the loop thread; idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,263 @@
+"""``CompositeBackend``: several backends behind one namespace, routed by path prefix.
+
+A path goes to the backend whose prefix matches the most whole segments (``/data2`` never routes to ``/data/``);
+the prefix is stripped on the way in and restored on every path coming out, error messages included. Listing,
+glob and grep above the routes ask every backend concerned at once, in a task group, and merge sorted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Self, TypeVar
+
+import anyio
+
+from agent_backends import _paths
+from agent_backends._glob import compile_glob, compile_name_filter
+from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
+from agent_backends.backends._base import BatchTransfers, not_found
+from agent_backends.exceptions import ExecutionNotSupportedError, PathError
+from agent_backends.protocol import BackendProtocol, SandboxProtocol
+from agent_backends.types import (
+    EditResult,
+    ExecuteResponse,
+    FileInfo,
+    GrepMatch,
+    GrepMatches,
+    WriteResult,
+)
+
+__all__ = ("CompositeBackend",)
+
+_T = TypeVar("_T")
+
+
+class CompositeBackend(BatchTransfers):
+    """Route each path to a backend by prefix; unmatched paths go to ``default``.
+
+    Args:
+        default: the backend for every path no route claims (and for ``execute``).
+        routes: prefix to backend, e.g. ``{"/project/": FilesystemBackend("./project")}``.
+        max_grep_matches: cap on the merged lines ``grep_raw`` returns (``None``: no cap).
+    """
+
+    def __init__(
+        self,
+        default: BackendProtocol,
+        routes: Mapping[str, BackendProtocol] | None = None,
+        *,
+        max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
+    ) -> None:
+        self.default = default
+        self.routes: dict[str, BackendProtocol] = {}
+        for prefix, backend in (routes or {}).items():
+            normalized = _paths.normalize(prefix)
+            if normalized == "/":
+                raise PathError("a route prefix cannot be '/'; use default= for that", prefix)
+            self.routes[normalized] = backend
+        self._by_length = sorted(self.routes, key=len, reverse=True)
+        self.max_grep_matches = max_grep_matches
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for backend in (self.default, *self.routes.values()):
+                if isinstance(backend, contextlib.AbstractAsyncContextManager):
+                    await stack.enter_async_context(backend)  # pyright: ignore[reportUnknownArgumentType]
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backends entered by ``async with``; idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+
+    # --- routing ---------------------------------------------------------------------------------------------
+
+    def _route(self, path: str) -> tuple[str, BackendProtocol, str]:
+        """(prefix, backend, inner path) for a normalized path; prefix ``""`` for the default."""
+        for prefix in self._by_length:
+            if _paths.is_within(path, prefix):
+                return prefix, self.routes[prefix], path[len(prefix) :] or "/"
+        return "", self.default, path
+
+    def _routes_below(self, path: str) -> list[str]:
+        return [prefix for prefix in self.routes if prefix != path and _paths.is_within(prefix, path)]
+
+    def _shadowed(self, path: str, owner: str) -> bool:
+        """Whether a path reported by the backend at ``owner`` belongs to a longer route."""
+        return self._route(path)[0] != owner
+
+    @staticmethod
+    def _outer(prefix: str, inner: str) -> str:
+        return prefix + inner if inner != "/" else prefix or "/"
+
+    @staticmethod
+    def _message(text: str, prefix: str, inner: str) -> str:
+        return text.replace(f"'{inner}'", f"'{prefix + inner if inner != '/' else prefix}'") if prefix else text
+
+    def _lift(self, prefix: str, info: FileInfo) -> FileInfo:
+        return info if not prefix else info.model_copy(update={"path": self._outer(prefix, info.path)})
+
+    async def _gather(self, calls: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
+        results: list[_T | None] = [None] * len(calls)
+
+        async def run(index: int) -> None:
+            results[index] = await calls[index]()
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(calls)):
+                tg.start_soon(run, index)
+        return results  # type: ignore[return-value]
+
+    # --- the protocol ----------------------------------------------------------------------------------------
+
+    async def ls_info(self, path: str = "/") -> list[FileInfo]:
+        """List a directory; mount points of routes below it appear as directories."""
+        normalized = _paths.normalize(path)
+        prefix, backend, inner = self._route(normalized)
+        if prefix:
+            return [self._lift(prefix, info) for info in await backend.ls_info(inner)]
+        entries: dict[str, FileInfo] = {}
+        with contextlib.suppress(PathError):
+            entries = {info.path: info for info in await backend.ls_info(inner) if not self._shadowed(info.path, "")}
+        for route in self._routes_below(normalized):
+            child = _paths.join(normalized, _paths.relative_to(route, normalized).split("/")[0])
+            entries.setdefault(child, FileInfo(path=child, name=_paths.split_name(child), is_dir=True))
+        if not entries and normalized != "/" and not await backend.exists(inner):
+            raise not_found(normalized)
+        return sorted(entries.values(), key=lambda info: info.path)
+
+    async def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
+        try:
+            prefix, backend, inner = self._route(_paths.normalize(path))
+        except PathError as exc:
+            return f"Error: {exc}"
+        return self._message(await backend.read(inner, offset, limit), prefix, inner)
+
+    async def read_bytes(self, path: str) -> bytes:
+        prefix, backend, inner = self._route(_paths.normalize(path))
+        try:
+            return await backend.read_bytes(inner)
+        except PathError as exc:
+            raise type(exc)(self._message(str(exc), prefix, inner), path) from exc
+
+    async def write(self, path: str, content: str | bytes) -> WriteResult:
+        try:
+            prefix, backend, inner = self._route(_paths.normalize(path))
+        except PathError as exc:
+            return WriteResult(path=path, error=f"Error: {exc}")
+        result = await backend.write(inner, content)
+        error = self._message(result.error, prefix, inner) if result.error else None
+        return WriteResult(path=self._outer(prefix, result.path) if not error else path, error=error)
+
+    async def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
+        try:
+            prefix, backend, inner = self._route(_paths.normalize(path))
+        except PathError as exc:
+            return EditResult(path=path, error=f"Error: {exc}")
+        result = await backend.edit(inner, old_string, new_string, replace_all)
+        error = self._message(result.error, prefix, inner) if result.error else None
+        return EditResult(path=self._outer(prefix, inner), occurrences=result.occurrences, error=error)
+
+    async def exists(self, path: str) -> bool:
+        normalized = _paths.normalize(path)
+        if self._routes_below(normalized) or normalized in self.routes:
+            return True
+        _, backend, inner = self._route(normalized)
+        return await backend.exists(inner)
+
+    async def delete(self, path: str, *, recursive: bool = False) -> None:
+        prefix, backend, inner = self._route(_paths.normalize(path))
+        try:
+            await backend.delete(inner, recursive=recursive)
+        except PathError as exc:
+            raise type(exc)(self._message(str(exc), prefix, inner), path) from exc
+
+    async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+        """Glob across every backend the pattern can reach, concurrently."""
+        matcher = compile_glob(pattern, _paths.normalize(path))
+        prefix, backend, _ = self._route(matcher.base)
+        if prefix:
+            relative = _paths.relative_to(matcher.base, prefix)
+            found = await backend.glob_info(matcher.rest, "/" + relative)
+            return sorted((self._lift(prefix, info) for info in found), key=lambda info: info.path)
+        calls: list[Callable[[], Awaitable[list[FileInfo]]]] = [
+            lambda: self.default.glob_info(matcher.rest, matcher.base)
+        ]
+        owners = [""]
+        for route in self._routes_below(matcher.base):
+            below = matcher.pattern_below(_paths.relative_to(route, matcher.base))
+            if below is not None:
+                owners.append(route)
+                calls.append(lambda backend=self.routes[route], below=below: backend.glob_info(below, "/"))
+        merged: list[FileInfo] = []
+        for owner, found in zip(owners, await self._gather(calls), strict=True):
+            for info in found:
+                lifted = self._lift(owner, info)
+                relative = _paths.relative_to(lifted.path, matcher.base)
+                if not self._shadowed(lifted.path, owner) and matcher.match(relative):
+                    merged.append(lifted)
+        return sorted(merged, key=lambda info: info.path)
+
+    async def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> GrepMatches | str:
+        """Grep across every backend under ``path``, concurrently; merged, sorted and capped."""
+        try:
+            base = _paths.normalize(path or "/")
+            name_filter = compile_name_filter(glob) if glob is not None and "/" in glob else None
+        except PathError as exc:
+            return f"Error: {exc}"
+        inner_glob = glob if name_filter is None else None
+        prefix, backend, inner = self._route(base)
+        targets = [(prefix, backend, inner)]
+        if not prefix:
+            targets += [(route, self.routes[route], "/") for route in self._routes_below(base)]
+        calls: list[Callable[[], Awaitable[list[GrepMatch] | str]]] = [
+            lambda backend=backend, inner=inner: backend.grep_raw(pattern, inner, inner_glob)
+            for _, backend, inner in targets
+        ]
+        collector = MatchCollector(self.max_grep_matches)
+        hidden = 0
+        for (owner, _, inner), found in zip(targets, await self._gather(calls), strict=True):
+            if isinstance(found, str):
+                if owner == "" and len(targets) > 1 and "does not exist" in found:
+                    continue
+                return self._message(found, owner, inner)
+            for match in found:
+                outer = self._outer(owner, match.path)
+                if self._shadowed(outer, owner):
+                    continue
+                if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(outer, base)):
+                    continue
+                collector.add(outer, match.line_number, match.line)
+            if isinstance(found, GrepMatches):
+                hidden += found.total - len(found)
+        result = collector.result()
+        return GrepMatches(result, total=result.total + hidden)
+
+    async def execute(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecuteResponse:
+        """Run a command on the default backend, if it can execute."""
+        if not isinstance(self.default, SandboxProtocol):
+            raise ExecutionNotSupportedError(
+                f"the default backend ({type(self.default).__name__}) cannot execute commands"
+            )
+        return await self.default.execute(command, timeout, env=env, cwd=cwd, stdin=stdin)

@@ -1,0 +1,164 @@
+"""``StateBackend``: files in a dict, for tests and scratch space. No I/O, no thread hops.
+
+Directories are implied by the files under them, as in an object store: an empty directory does not exist. A
+children index keeps listing and directory checks proportional to what they return, not to the whole store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from agent_backends import _paths, _text
+from agent_backends._glob import GlobMatcher, compile_name_filter
+from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern, search_lines
+from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
+from agent_backends.types import FileData, FileInfo, GrepMatches
+
+__all__ = ("StateBackend",)
+
+
+class StateBackend(StorageBackend):
+    """In-memory storage: fast, isolated, gone when the process ends.
+
+    Args:
+        files: initial content, path to ``str`` (UTF-8), ``bytes`` or ``FileData``.
+        max_grep_matches: cap on the lines ``grep_raw`` returns (``None``: no cap).
+    """
+
+    def __init__(
+        self,
+        files: Mapping[str, str | bytes | FileData] | None = None,
+        *,
+        max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
+    ) -> None:
+        super().__init__(max_grep_matches=max_grep_matches)
+        self._files: dict[str, FileData] = {}
+        self._children: dict[str, set[str]] = {"/": set()}
+        for path, content in (files or {}).items():
+            data = content if isinstance(content, FileData) else None
+            raw = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b""
+            self._put(self._path(path), data or FileData(content=raw))
+
+    @property
+    def files(self) -> Mapping[str, FileData]:
+        """A read-only live view: backend path to ``FileData``."""
+        return MappingProxyType(self._files)
+
+    # --- index -----------------------------------------------------------------------------------------------
+
+    def _put(self, path: str, data: FileData) -> None:
+        if path in self._children:
+            raise is_dir_error(path)
+        if path not in self._files:
+            child, parent = path, path.rsplit("/", 1)[0] or "/"
+            while True:
+                if parent in self._files:
+                    raise not_a_dir(parent)
+                siblings = self._children.get(parent)
+                if siblings is not None:
+                    siblings.add(child)
+                    break
+                self._children[parent] = {child}
+                child, parent = parent, parent.rsplit("/", 1)[0] or "/"
+        self._files[path] = data
+
+    def _unlink(self, path: str) -> None:
+        child = path
+        while child != "/":
+            parent = child.rsplit("/", 1)[0] or "/"
+            siblings = self._children[parent]
+            siblings.discard(child)
+            if siblings or parent == "/":
+                break
+            del self._children[parent]
+            child = parent
+
+    def _file(self, path: str) -> FileData:
+        data = self._files.get(path)
+        if data is None:
+            raise is_dir_error(path) if path in self._children else not_found(path)
+        return data
+
+    def _info(self, path: str) -> FileInfo:
+        data = self._files.get(path)
+        name = _paths.split_name(path)
+        if data is None:
+            return FileInfo(path=path, name=name, is_dir=True)
+        return FileInfo(path=path, name=name, size=len(data.content), modified_at=data.modified_at)
+
+    def _files_under(self, base: str) -> list[str]:
+        if base in self._files:
+            return [base]
+        if base not in self._children:
+            return []
+        found: list[str] = []
+        stack = [base]
+        while stack:
+            for child in self._children[stack.pop()]:
+                if child in self._files:
+                    found.append(child)
+                else:
+                    stack.append(child)
+        return found
+
+    # --- primitives ------------------------------------------------------------------------------------------
+
+    async def _stat(self, path: str) -> FileInfo | None:
+        if path in self._files or path in self._children:
+            return self._info(path)
+        return None
+
+    async def _list(self, path: str) -> list[FileInfo]:
+        children = self._children.get(path)
+        if children is None:
+            raise not_a_dir(path) if path in self._files else not_found(path)
+        return [self._info(child) for child in children]
+
+    async def _read(self, path: str, offset: int, limit: int) -> str:
+        data = self._file(path).content
+        return _text.render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+
+    async def _read_bytes(self, path: str) -> bytes:
+        return self._file(path).content
+
+    async def _write_bytes(self, path: str, data: bytes) -> None:
+        old = self._files.get(path)
+        now = datetime.now(UTC)
+        created = old.created_at if old is not None else now
+        self._put(path, FileData.model_construct(content=data, created_at=created, modified_at=now))
+
+    async def _delete(self, path: str, recursive: bool) -> None:
+        if path in self._files:
+            del self._files[path]
+            self._unlink(path)
+            return
+        if path not in self._children:
+            raise not_found(path)
+        if not recursive:
+            raise is_dir_error(path)
+        for file in self._files_under(path):
+            del self._files[file]
+            self._unlink(file)
+
+    async def _glob(self, matcher: GlobMatcher) -> list[FileInfo]:
+        return [
+            self._info(path)
+            for path in self._files_under(matcher.base)
+            if path != matcher.base and matcher.match(_paths.relative_to(path, matcher.base))
+        ]
+
+    async def _grep(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
+        regex = compile_pattern(pattern)
+        if isinstance(regex, str):
+            return regex
+        name_filter = compile_name_filter(glob) if glob is not None else None
+        collector = MatchCollector(self.max_grep_matches)
+        for file in self._files_under(path):
+            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file, path) or file[1:]):
+                continue
+            text = _text.decode_text(self._files[file].content)
+            if text is not None:
+                collector.extend((file, number, line) for number, line in search_lines(regex, text))
+        return collector.result()

@@ -1,0 +1,109 @@
+"""Every exception the library raises, in one tree.
+
+Per-call failures a model can act on (a missing file for ``read``, an ambiguous ``edit``) come back as values
+(``"Error: ..."`` strings, ``WriteResult.error``); what is raised is misuse or an infrastructure failure. Each class
+also inherits the builtin whose meaning it shares, so ``except FileNotFoundError`` keeps working::
+
+    AgentBackendsError
+    ├── PathError
+    │   ├── InvalidPathError ............ ValueError       (``..``, ``~``, ``C:\\``, NUL, backslash, ...)
+    │   ├── PathEscapeError ............. PermissionError  (resolves outside the root, e.g. through a symlink)
+    │   ├── PathNotFoundError ........... FileNotFoundError
+    │   ├── PathIsDirectoryError ........ IsADirectoryError
+    │   ├── PathPermissionError ......... PermissionError  (the operating system refused access)
+    │   └── PathNotDirectoryError ....... NotADirectoryError
+    ├── SearchError
+    │   └── RipgrepNotFoundError ........ FileNotFoundError (no ``rg``: install the ``ripgrep`` extra)
+    ├── ExecutionNotSupportedError ...... NotImplementedError
+    ├── ProcessError
+    ├── SandboxError
+    └── SessionError
+    BlockingCallInEventLoopError ........ RuntimeError     (a sync twin called from inside a running loop)
+
+Foreign errors (``OSError``, aiodocker's) are mapped where they enter the library, always ``raise ... from exc``.
+Cancellation and ``KeyboardInterrupt`` are never wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "AgentBackendsError",
+    "BlockingCallInEventLoopError",
+    "ExecutionNotSupportedError",
+    "InvalidPathError",
+    "PathError",
+    "PathEscapeError",
+    "PathIsDirectoryError",
+    "PathNotDirectoryError",
+    "PathNotFoundError",
+    "PathPermissionError",
+    "ProcessError",
+    "RipgrepNotFoundError",
+    "SandboxError",
+    "SearchError",
+    "SessionError",
+)
+
+
+class AgentBackendsError(Exception):
+    """Root of every exception raised by ``agent_backends``."""
+
+
+class PathError(AgentBackendsError):
+    """A path was refused or does not name what the call needs."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class InvalidPathError(PathError, ValueError):
+    """The text of a path is refused before anything is touched."""
+
+
+class PathEscapeError(PathError, PermissionError):
+    """The path resolves outside the backend's root."""
+
+
+class PathNotFoundError(PathError, FileNotFoundError):
+    """Nothing exists at the path."""
+
+
+class PathIsDirectoryError(PathError, IsADirectoryError):
+    """A file was needed but the path is a directory."""
+
+
+class PathNotDirectoryError(PathError, NotADirectoryError):
+    """A directory was needed but the path is a file."""
+
+
+class PathPermissionError(PathError, PermissionError):
+    """The operating system refused access to the path."""
+
+
+class SearchError(AgentBackendsError):
+    """A search could not run."""
+
+
+class RipgrepNotFoundError(SearchError, FileNotFoundError):
+    """No ``rg`` binary: neither the ``ripgrep`` extra's wheel nor one on ``PATH``."""
+
+
+class ExecutionNotSupportedError(AgentBackendsError, NotImplementedError):
+    """``execute`` was called on a backend that cannot run commands."""
+
+
+class ProcessError(AgentBackendsError):
+    """A process could not be started or controlled."""
+
+
+class SandboxError(AgentBackendsError):
+    """A sandbox could not be created, reached or cleaned up."""
+
+
+class SessionError(AgentBackendsError):
+    """A session could not be created or found."""
+
+
+class BlockingCallInEventLoopError(AgentBackendsError, RuntimeError):
+    """A blocking twin was called from a thread that runs an event loop; ``await`` the async method instead."""
