@@ -49,7 +49,7 @@ def map_os_error(exc: OSError, path: str) -> PathError:
     if exc.errno == errno.EISDIR:
         return is_dir_error(path)
     if exc.errno == errno.ENOTDIR:
-        return PathNotDirectoryError(f"a parent of '{path}' is a file, not a directory", path)
+        return PathNotDirectoryError(f"'{path}' is not a directory, or a parent of it is a file", path)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return PathPermissionError(f"permission denied: '{path}'", path)
     return PathError(f"'{path}': {exc.strerror or exc}", path)

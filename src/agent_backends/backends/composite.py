@@ -17,8 +17,8 @@ import anyio
 from agent_backends import _paths
 from agent_backends._glob import compile_glob, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
-from agent_backends.backends._base import BatchTransfers, not_found
-from agent_backends.exceptions import ExecutionNotSupportedError, PathError
+from agent_backends.backends._base import BatchTransfers
+from agent_backends.exceptions import ExecutionNotSupportedError, PathError, PathNotFoundError
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 from agent_backends.types import (
     EditResult,
@@ -129,14 +129,16 @@ class CompositeBackend(BatchTransfers):
         prefix, backend, inner = self._route(normalized)
         if prefix:
             return [self._lift(prefix, info) for info in await backend.ls_info(inner)]
+        mounts = self._routes_below(normalized)
         entries: dict[str, FileInfo] = {}
-        with contextlib.suppress(PathError):
+        try:
             entries = {info.path: info for info in await backend.ls_info(inner) if not self._shadowed(info.path, "")}
-        for route in self._routes_below(normalized):
+        except PathNotFoundError:
+            if not mounts:
+                raise
+        for route in mounts:
             child = _paths.join(normalized, _paths.relative_to(route, normalized).split("/")[0])
             entries.setdefault(child, FileInfo(path=child, name=_paths.split_name(child), is_dir=True))
-        if not entries and normalized != "/" and not await backend.exists(inner):
-            raise not_found(normalized)
         return sorted(entries.values(), key=lambda info: info.path)
 
     async def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
@@ -214,7 +216,7 @@ class CompositeBackend(BatchTransfers):
     async def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> GrepMatches | str:
         """Grep across every backend under ``path``, concurrently; merged, sorted and capped."""
         try:
-            base = _paths.normalize(path or "/")
+            base = _paths.normalize(path if path is not None else "/")
             name_filter = compile_name_filter(glob) if glob is not None and "/" in glob else None
         except PathError as exc:
             return f"Error: {exc}"

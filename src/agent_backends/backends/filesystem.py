@@ -22,9 +22,9 @@ from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends._ripgrep import run_rg
-from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_found
+from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_a_dir, not_found
 from agent_backends.backends.state import StateBackend
-from agent_backends.exceptions import PathError, PathEscapeError
+from agent_backends.exceptions import PathError, PathEscapeError, PathNotFoundError
 from agent_backends.types import FileData, FileInfo, GrepMatches
 
 __all__ = ("FilesystemBackend",)
@@ -195,8 +195,9 @@ class FilesystemBackend(StorageBackend):
         """In virtual mode, whether a disk path was deleted by the overlay."""
         return bool(self._whiteouts) and any(_paths.is_within(path, gone) for gone in self._whiteouts)
 
-    def _in_overlay(self, path: str) -> bool:
-        return path in self._overlay.files
+    async def _overlaid(self, path: str) -> bool:
+        """In virtual mode, whether the overlay answers for ``path`` (written there, or deleted from disk)."""
+        return self._hidden(path) or await self._overlay.exists(path)
 
     async def _stat(self, path: str) -> FileInfo | None:
         if self.virtual_mode:
@@ -208,27 +209,27 @@ class FilesystemBackend(StorageBackend):
     async def _list(self, path: str) -> list[FileInfo]:
         if not self.virtual_mode:
             return await self._run(path, lambda real: self._list_sync(path, real))
+        info = await self._stat(path)
+        if info is None:
+            raise not_found(path)
+        if not info.is_dir:
+            raise not_a_dir(path)
         merged: dict[str, FileInfo] = {}
         if not self._hidden(path):
-            with contextlib.suppress(PathError):
-                merged = {
-                    info.path: info
-                    for info in await self._run(path, lambda real: self._list_sync(path, real))
-                    if not self._hidden(info.path)
-                }
-        with contextlib.suppress(PathError):
-            merged.update({info.path: info for info in await self._overlay.ls_info(path)})
-        if not merged and await self._stat(path) is None:
-            raise not_found(path)
+            with contextlib.suppress(PathNotFoundError):
+                listed = await self._run(path, lambda real: self._list_sync(path, real))
+                merged = {entry.path: entry for entry in listed if not self._hidden(entry.path)}
+        with contextlib.suppress(PathNotFoundError):
+            merged.update({entry.path: entry for entry in await self._overlay.ls_info(path)})
         return list(merged.values())
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
-        if self.virtual_mode and (self._in_overlay(path) or self._hidden(path)):
+        if self.virtual_mode and await self._overlaid(path):
             return await self._overlay.read(path, offset, limit)
         return await self._run(path, lambda real: self._read_sync(path, real, offset, limit))
 
     async def _read_bytes(self, path: str) -> bytes:
-        if self.virtual_mode and (self._in_overlay(path) or self._hidden(path)):
+        if self.virtual_mode and await self._overlaid(path):
             return await self._overlay.read_bytes(path)
         return await self._run(path, self._read_bytes_sync)
 

@@ -153,6 +153,8 @@ class StateBackend(StorageBackend):
         regex = compile_pattern(pattern)
         if isinstance(regex, str):
             return regex
+        if await self._stat(path) is None:
+            raise not_found(path)
         name_filter = compile_name_filter(glob) if glob is not None else None
         collector = MatchCollector(self.max_grep_matches)
         for file in self._files_under(path):
