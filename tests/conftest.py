@@ -79,9 +79,7 @@ async def make(kind: str, tmp_path: Path) -> AsyncIterator[Factory]:
         elif kind == "filesystem-virtual":
             backend = FilesystemBackend(root, virtual_mode=True, **kwargs)
         elif kind == "composite":
-            backend = CompositeBackend(
-                default=FilesystemBackend(root), routes={"/mnt/other": StateBackend()}, **kwargs
-            )
+            backend = CompositeBackend(default=FilesystemBackend(root), routes={"/mnt/other": StateBackend()}, **kwargs)
             await backend.__aenter__()
         elif kind == "sync-state":
             backend = Threaded(await anyio.to_thread.run_sync(lambda: SyncStateBackend(**kwargs)))

@@ -64,7 +64,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str] | str:
 def search_lines(regex: re.Pattern[str], text: str) -> Iterable[tuple[int, str]]:
     """Yield ``(line_number, line)`` for each line of ``text`` that ``regex`` matches."""
     search = regex.search
-    for number, line in enumerate(text.split("\n"), 1):
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # a final newline ends the last line; it does not start another
+    for number, line in enumerate(lines, 1):
         if line.endswith("\r"):
             line = line[:-1]
         if search(line) is not None:

@@ -127,12 +127,11 @@ class CompositeBackend(BatchTransfers):
         """List a directory; mount points of routes below it appear as directories."""
         normalized = _paths.normalize(path)
         prefix, backend, inner = self._route(normalized)
-        if prefix:
-            return [self._lift(prefix, info) for info in await backend.ls_info(inner)]
         mounts = self._routes_below(normalized)
         entries: dict[str, FileInfo] = {}
         try:
-            entries = {info.path: info for info in await backend.ls_info(inner) if not self._shadowed(info.path, "")}
+            listed = [self._lift(prefix, info) for info in await backend.ls_info(inner)]
+            entries = {info.path: info for info in listed if not self._shadowed(info.path, prefix)}
         except PathNotFoundError:
             if not mounts:
                 raise
@@ -190,20 +189,14 @@ class CompositeBackend(BatchTransfers):
     async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
         """Glob across every backend the pattern can reach, concurrently."""
         matcher = compile_glob(pattern, _paths.normalize(path))
-        prefix, backend, _ = self._route(matcher.base)
-        if prefix:
-            relative = _paths.relative_to(matcher.base, prefix)
-            found = await backend.glob_info(matcher.rest, "/" + relative)
-            return sorted((self._lift(prefix, info) for info in found), key=lambda info: info.path)
-        calls: list[Callable[[], Awaitable[list[FileInfo]]]] = [
-            lambda: self.default.glob_info(matcher.rest, matcher.base)
-        ]
-        owners = [""]
+        prefix, backend, inner = self._route(matcher.base)
+        calls: list[Callable[[], Awaitable[list[FileInfo]]]] = [lambda: backend.glob_info(matcher.rest, inner)]
+        owners = [prefix]
         for route in self._routes_below(matcher.base):
             below = matcher.pattern_below(_paths.relative_to(route, matcher.base))
             if below is not None:
                 owners.append(route)
-                calls.append(lambda backend=self.routes[route], below=below: backend.glob_info(below, "/"))
+                calls.append(lambda mounted=self.routes[route], below=below: mounted.glob_info(below, "/"))
         merged: list[FileInfo] = []
         for owner, found in zip(owners, await self._gather(calls), strict=True):
             for info in found:
@@ -223,8 +216,7 @@ class CompositeBackend(BatchTransfers):
         inner_glob = glob if name_filter is None else None
         prefix, backend, inner = self._route(base)
         targets = [(prefix, backend, inner)]
-        if not prefix:
-            targets += [(route, self.routes[route], "/") for route in self._routes_below(base)]
+        targets += [(route, self.routes[route], "/") for route in self._routes_below(base)]
         calls: list[Callable[[], Awaitable[list[GrepMatch] | str]]] = [
             lambda backend=backend, inner=inner: backend.grep_raw(pattern, inner, inner_glob)
             for _, backend, inner in targets
@@ -233,7 +225,7 @@ class CompositeBackend(BatchTransfers):
         hidden = 0
         for (owner, _, inner), found in zip(targets, await self._gather(calls), strict=True):
             if isinstance(found, str):
-                if owner == "" and len(targets) > 1 and "does not exist" in found:
+                if owner == prefix and len(targets) > 1 and "does not exist" in found:
                     continue
                 return self._message(found, owner, inner)
             for match in found:

@@ -1,0 +1,217 @@
+"""Shared helpers for the benchmarks: timing, targets, the result table and the command line.
+
+Every benchmark times our call and the raw tool in the same run, alternating them so that drift in machine load
+hits both sides alike, and reports medians after warm-up runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = (
+    "Result",
+    "Target",
+    "compare_async",
+    "compare_sync",
+    "format_seconds",
+    "parse_args",
+    "per_call",
+    "per_call_async",
+    "print_table",
+    "warn",
+)
+
+TargetKind = Literal["ratio", "absolute", "overhead", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a case must meet: ``ours / raw``, ``ours`` itself, or ``ours - raw`` at most ``limit``."""
+
+    kind: TargetKind
+    limit: float = 0.0
+
+    @classmethod
+    def ratio(cls, limit: float) -> Target:
+        return cls("ratio", limit)
+
+    @classmethod
+    def absolute(cls, seconds: float) -> Target:
+        return cls("absolute", seconds)
+
+    @classmethod
+    def overhead(cls, seconds: float) -> Target:
+        return cls("overhead", seconds)
+
+    @classmethod
+    def info(cls) -> Target:
+        return cls("info")
+
+    def met(self, ours: float, raw: float) -> bool | None:
+        """Whether the target is met; ``None`` for informational rows."""
+        if self.kind == "ratio":
+            return ours <= self.limit * raw
+        if self.kind == "absolute":
+            return ours <= self.limit
+        if self.kind == "overhead":
+            return ours - raw <= self.limit
+        return None
+
+    def __str__(self) -> str:
+        if self.kind == "ratio":
+            return f"<= {self.limit:g}x"
+        if self.kind == "absolute":
+            return f"<= {format_seconds(self.limit)}"
+        if self.kind == "overhead":
+            return f"<= +{format_seconds(self.limit)}"
+        return "(info)"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One row of the table: medians in seconds (per call for the per-call benchmarks)."""
+
+    case: str
+    ours: float
+    raw: float
+    target: Target
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.raw if self.raw > 0 else float("inf")
+
+    def verdict(self) -> str:
+        met = self.target.met(self.ours, self.raw)
+        if met is None:
+            return ""
+        if self.target.kind == "overhead":
+            delta = f"+{format_seconds(self.ours - self.raw)}"
+            return f"{delta} ok" if met else f"{delta} MISSED"
+        return "ok" if met else "MISSED"
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration with a unit that keeps three significant digits readable."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def _median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+async def compare_async(
+    ours: Callable[[], Awaitable[object]],
+    raw: Callable[[], Awaitable[object]],
+    *,
+    reps: int,
+    warmup: int = 1,
+    min_reps: int = 3,
+    budget: float | None = None,
+) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``raw()``, awaited alternately ``reps`` times after ``warmup`` rounds.
+
+    With ``budget`` (seconds), stops early once that much time went by and ``min_reps`` rounds are in.
+    """
+    for _ in range(warmup):
+        await ours()
+        await raw()
+    ours_samples: list[float] = []
+    raw_samples: list[float] = []
+    started = time.perf_counter()
+    for index in range(reps):
+        for fn, samples in ((ours, ours_samples), (raw, raw_samples))[:: 1 if index % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            await fn()
+            samples.append(time.perf_counter() - t0)
+        if budget is not None and index + 1 >= min_reps and time.perf_counter() - started > budget:
+            break
+    return _median(ours_samples), _median(raw_samples)
+
+
+def compare_sync(
+    ours: Callable[[], object], raw: Callable[[], object], *, reps: int, warmup: int = 1
+) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``raw()``, called alternately ``reps`` times after ``warmup`` rounds."""
+    for _ in range(warmup):
+        ours()
+        raw()
+    ours_samples: list[float] = []
+    raw_samples: list[float] = []
+    for index in range(reps):
+        for fn, samples in ((ours, ours_samples), (raw, raw_samples))[:: 1 if index % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return _median(ours_samples), _median(raw_samples)
+
+
+def per_call(fn: Callable[[], object], calls: int) -> Callable[[], float]:
+    """A timed batch: ``calls`` calls of ``fn``, returning seconds per call."""
+
+    def batch() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t0) / calls
+
+    return batch
+
+
+def per_call_async(fn: Callable[[], Awaitable[object]], calls: int) -> Callable[[], Awaitable[float]]:
+    """A timed batch: ``calls`` awaits of ``fn()``, returning seconds per call."""
+
+    async def batch() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await fn()
+        return (time.perf_counter() - t0) / calls
+
+    return batch
+
+
+def print_table(results: Sequence[Result], title: str | None = None) -> None:
+    """Print the results as an aligned table, then any notes."""
+    header = ("case", "ours (median)", "raw (median)", "ratio", "target", "")
+    rows = [
+        (r.case, format_seconds(r.ours), format_seconds(r.raw), f"{r.ratio:.2f}x", str(r.target), r.verdict())
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    aligns = ("<", ">", ">", ">", "<", "<")
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{cell:{align}{width}}" for cell, align, width in zip(cells, aligns, widths)).rstrip()
+
+    if title:
+        print(f"\n{title}")
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for row in rows:
+        print(line(row))
+    notes = [f"  {r.case}: {r.note}" for r in results if r.note]
+    if notes:
+        print("notes:")
+        print("\n".join(notes))
+
+
+def warn(message: str) -> None:
+    """Print a problem loudly, on stderr, so it is not lost in the table."""
+    print(f"\n!!! {message} !!!\n", file=sys.stderr, flush=True)
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes: ``--quick`` for fewer repetitions."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a rough number, fast)")
+    return parser.parse_args(argv)
