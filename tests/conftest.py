@@ -99,3 +99,18 @@ async def make(kind: str, tmp_path: Path) -> AsyncIterator[Factory]:
 @pytest.fixture
 async def backend(make: Factory) -> Any:
     return await make()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what tests measured (``user_properties``): figures to read, never thresholds."""
+    measured = [
+        (report.nodeid, name, value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", [])
+    ]
+    if measured:
+        terminalreporter.section("measured")
+        for nodeid, name, value in measured:
+            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {name} = {value}")

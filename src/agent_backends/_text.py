@@ -64,11 +64,15 @@ def clip_line(line: str, dropped_bytes: int = 0) -> str:
 
 
 class _Lines:
-    """Split a chunk stream into lines, keeping at most ``_LINE_KEEP_BYTES`` of any one line."""
+    """Split a chunk stream into lines, keeping at most ``_LINE_KEEP_BYTES`` of any one line.
+
+    A read position moves through the current buffer instead of slicing it per line, so splitting is linear.
+    """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buffer = b""
+        self._pos = 0
         self.consumed = 0
 
     def _pull(self) -> bytes | None:
@@ -78,24 +82,46 @@ class _Lines:
                 return chunk
         return None
 
+    def skip(self, count: int) -> int:
+        """Skip up to ``count`` lines without decoding them; return how many there were."""
+        skipped = 0
+        while skipped < count:
+            buffer, pos = self._buffer, self._pos
+            available = buffer.count(b"\n", pos)
+            if available >= count - skipped:
+                for _ in range(count - skipped):
+                    pos = buffer.index(b"\n", pos) + 1
+                self._pos = pos
+                return count
+            skipped += available
+            partial = len(buffer) > (buffer.rfind(b"\n", pos) + 1 if available else pos)
+            chunk = self._pull()
+            if chunk is None:
+                self._buffer, self._pos = b"", 0
+                return skipped + partial
+            # Only whether the unfinished line has content matters here, not the content itself.
+            self._buffer, self._pos = (b"." if partial else b"") + chunk, 0
+        return skipped
+
     def next_line(self) -> tuple[bytes, int] | None:
         """The next line without its ``\\n`` (its head, if over-long) and how many bytes of it were dropped."""
         dropped = 0
         while True:
-            cut = self._buffer.find(b"\n")
+            cut = self._buffer.find(b"\n", self._pos)
             if cut != -1:
-                line, self._buffer = self._buffer[:cut], self._buffer[cut + 1 :]
+                line, self._pos = self._buffer[self._pos : cut], cut + 1
                 break
-            if len(self._buffer) > _LINE_KEEP_BYTES:
-                dropped += len(self._buffer) - _LINE_KEEP_BYTES
-                self._buffer = self._buffer[:_LINE_KEEP_BYTES]
+            pending = self._buffer[self._pos :]
+            if len(pending) > _LINE_KEEP_BYTES:
+                dropped += len(pending) - _LINE_KEEP_BYTES
+                pending = pending[:_LINE_KEEP_BYTES]
             chunk = self._pull()
             if chunk is None:
-                if not self._buffer and not dropped:
+                if not pending and not dropped:
                     return None
-                line, self._buffer = self._buffer, b""
+                line, self._buffer, self._pos = pending, b"", 0
                 break
-            self._buffer += chunk
+            self._buffer, self._pos = pending + chunk, 0
         if len(line) > _LINE_KEEP_BYTES:
             dropped += len(line) - _LINE_KEEP_BYTES
             line = line[:_LINE_KEEP_BYTES]
@@ -103,8 +129,8 @@ class _Lines:
 
     def count_rest(self, budget: int) -> int | None:
         """Count the lines left if they end within ``budget`` more bytes; ``None`` if more than that follows."""
-        newlines = self._buffer.count(b"\n")
-        tail = self._buffer[-1:]
+        newlines = self._buffer.count(b"\n", self._pos)
+        tail = self._buffer[self._pos :][-1:]
         spent = 0
         while (chunk := self._pull()) is not None:
             if spent >= budget:
@@ -146,12 +172,11 @@ def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, 
     elif head.startswith(codecs.BOM_UTF8):
         head = head[3:]
     lines = _Lines(_chain(head, iterator))
+    number = lines.skip(offset)
     shown: list[str] = []
-    number = 0
     while len(shown) < limit and (item := lines.next_line()) is not None:
         number += 1
-        if number > offset:
-            shown.append(_render_line(number, *item))
+        shown.append(_render_line(number, *item))
     if not shown:
         if number == 0:
             return f"(file '{path}' is empty)"

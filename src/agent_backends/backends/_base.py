@@ -7,6 +7,7 @@ backend behaves the same. Primitives receive normalized backend paths and raise 
 from __future__ import annotations
 
 import errno
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
@@ -14,6 +15,7 @@ from typing import Self
 from weakref import WeakValueDictionary
 
 import anyio
+import anyio.to_thread
 
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_glob
@@ -26,6 +28,8 @@ from agent_backends.exceptions import (
     PathPermissionError,
 )
 from agent_backends.types import EditResult, FileInfo, FileTransfer, GrepMatches, WriteResult
+
+_INLINE_EDIT_BYTES = 256 * 1024
 
 __all__ = ("BatchTransfers", "StorageBackend", "is_dir_error", "map_os_error", "not_a_dir", "not_found")
 
@@ -173,7 +177,11 @@ class StorageBackend(BatchTransfers):
                 lock = self._edit_locks[normalized] = anyio.Lock()
             async with lock:
                 data = await self._read_bytes(normalized)
-                outcome = _text.apply_edit(data, old_string, new_string, replace_all=replace_all, path=normalized)
+                edit = functools.partial(
+                    _text.apply_edit, data, old_string, new_string, replace_all=replace_all, path=normalized
+                )
+                # Large texts are edited off the loop: a replace over megabytes would stall every other task.
+                outcome = edit() if len(data) < _INLINE_EDIT_BYTES else await anyio.to_thread.run_sync(edit)
                 if outcome.error is not None:
                     return EditResult(path=normalized, error=outcome.error)
                 await self._write_bytes(normalized, outcome.content)

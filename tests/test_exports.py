@@ -1,0 +1,33 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change to this list."""
+
+from __future__ import annotations
+
+import agent_backends
+
+EXPECTED = {
+    "AgentBackendsError", "BackendProtocol", "BlockingCallInEventLoopError", "CompositeBackend", "EditResult",
+    "ExecuteResponse", "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend",
+    "GrepMatch", "GrepMatches", "InvalidPathError", "PathError", "PathEscapeError", "PathIsDirectoryError",
+    "PathNotDirectoryError", "PathNotFoundError", "PathPermissionError", "ProcessError", "RipgrepNotFoundError",
+    "SandboxError", "SandboxProtocol", "SearchError", "SessionError", "StateBackend", "SyncCompositeBackend",
+    "SyncFilesystemBackend", "SyncStateBackend", "WriteResult",
+}  # fmt: skip
+
+
+def test_all_is_pinned_and_importable() -> None:
+    assert set(agent_backends.__all__) == EXPECTED
+    assert len(agent_backends.__all__) == len(EXPECTED)
+    for name in EXPECTED:
+        assert getattr(agent_backends, name).__module__.startswith("agent_backends")
+
+
+def test_errors_inherit_the_builtin_they_mean() -> None:
+    assert issubclass(agent_backends.PathNotFoundError, FileNotFoundError)
+    assert issubclass(agent_backends.InvalidPathError, ValueError)
+    assert issubclass(agent_backends.PathEscapeError, PermissionError)
+    assert issubclass(agent_backends.BlockingCallInEventLoopError, RuntimeError)
+    assert issubclass(agent_backends.ExecutionNotSupportedError, NotImplementedError)
+    for name in EXPECTED:
+        obj = getattr(agent_backends, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, agent_backends.AgentBackendsError), name
