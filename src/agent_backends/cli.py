@@ -66,7 +66,7 @@ async def _tour(root: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agent-backends`` console script."""
-    parser = argparse.ArgumentParser(prog="agent-backends", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="agent-backends", description="Backends for AI agents: files and code.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="tour the backends on a temporary directory")
     demo.add_argument("--dir", type=Path, help="use this directory instead of a temporary one")
