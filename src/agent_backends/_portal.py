@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
 import anyio
+from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal
 
 from agent_backends.exceptions import BlockingCallInEventLoopError
@@ -89,12 +90,11 @@ class _LoopThread:
             self._thread.join(_CANCEL_GRACE_SECONDS)
 
 
-def _shutdown(loop: _LoopThread, target: object) -> None:
-    """Close ``target`` inside its loop, then stop the loop; runs once (``weakref.finalize``)."""
+def _shutdown(loop: _LoopThread, release: Callable[[], None] | None) -> None:
+    """Let the owner task leave the object's ``async with``, then stop the loop; runs once (``weakref.finalize``)."""
     try:
-        aclose = getattr(target, "aclose", None)
-        if aclose is not None:
-            loop.call(aclose)
+        if release is not None:
+            release()
     finally:
         loop.stop()
 
@@ -110,6 +110,22 @@ def _ensure_no_running_loop(method: str, async_name: str) -> None:
     )
 
 
+async def _own(factory: Callable[[], _A], *, task_status: TaskStatus[tuple[_A, anyio.Event]]) -> None:
+    """Build the async object and hold its ``async with`` open in this one task until told to leave.
+
+    Task groups and cancel scopes must be exited by the task that entered them, so one task owns the object's
+    whole life; calls reach it from other tasks.
+    """
+    target = factory()
+    leave = anyio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        resource: object = target
+        if isinstance(resource, contextlib.AbstractAsyncContextManager):
+            await stack.enter_async_context(cast(contextlib.AbstractAsyncContextManager[object], resource))
+        task_status.started((target, leave))
+        await leave.wait()
+
+
 class SyncTwin(Generic[_A]):
     """Base of every generated ``Sync<Name>`` class: owns the loop thread and the async object inside it."""
 
@@ -119,21 +135,18 @@ class SyncTwin(Generic[_A]):
         _ensure_no_running_loop(f"{type(self).__name__}", type(self).__name__.removeprefix("Sync"))
         loop = _LoopThread()
         try:
-            target = loop.call(self._build, factory)
+            owner, (target, leave) = loop.portal.start_task(_own, factory)
         except BaseException:
             loop.stop()
             raise
+
+        def release() -> None:
+            loop.portal.call(leave.set)
+            owner.result()
+
         self._async = target
         self._loop = loop
-        self._finalizer = weakref.finalize(self, _shutdown, loop, target)
-
-    @staticmethod
-    async def _build(factory: Callable[[], _A]) -> _A:
-        target = factory()
-        enter = getattr(target, "__aenter__", None)
-        if enter is not None:
-            await enter()
-        return target
+        self._finalizer = weakref.finalize(self, _shutdown, loop, release)
 
     def _call(self, method: Callable[..., Awaitable[_T]], /, *args: Any, **kwargs: Any) -> _T:
         name = getattr(method, "__name__", "call")
