@@ -45,9 +45,7 @@ async def _tour(root: Path) -> None:
     disk = FilesystemBackend(root)
     await _show('write("/src/greet.py", ...)', disk.write("/src/greet.py", _SAMPLE))
     await _show('read("/src/greet.py", offset=3, limit=3)', disk.read("/src/greet.py", offset=3, limit=3))
-    await _show(
-        'edit("/src/greet.py", \'"Hello, "\', \'"Hi, "\')', disk.edit("/src/greet.py", '"Hello, "', '"Hi, "')
-    )
+    await _show('edit("/src/greet.py", \'"Hello, "\', \'"Hi, "\')', disk.edit("/src/greet.py", '"Hello, "', '"Hi, "'))
     await _show('edit("/src/greet.py", "name", "who")', disk.edit("/src/greet.py", "name", "who"))
     await _show('grep_raw(r"def \\w+", glob="*.py")', disk.grep_raw(r"def \w+", glob="*.py"))
     await _show('read("../etc/passwd")', disk.read("../etc/passwd"))

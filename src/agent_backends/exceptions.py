@@ -16,7 +16,11 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     │   └── RipgrepNotFoundError ........ FileNotFoundError (no ``rg``: install the ``ripgrep`` extra)
     ├── ExecutionNotSupportedError ...... NotImplementedError
     ├── ProcessError
+    │   └── ProcessNotFoundError ........ LookupError      (no background process with that id)
     ├── SandboxError
+    │   ├── SandboxNotStartedError ...... RuntimeError     (used outside ``async with`` / after ``aclose``)
+    │   ├── ImageNotFoundError .......... LookupError      (the image is not present locally)
+    │   └── EngineUnavailableError ...... ConnectionError  (the Docker/Podman daemon cannot be reached)
     └── SessionError
     BlockingCallInEventLoopError ........ RuntimeError     (a sync twin called from inside a running loop)
 
@@ -37,7 +41,11 @@ __all__ = (
     "PathNotDirectoryError",
     "PathNotFoundError",
     "PathPermissionError",
+    "EngineUnavailableError",
+    "ImageNotFoundError",
     "ProcessError",
+    "ProcessNotFoundError",
+    "SandboxNotStartedError",
     "RipgrepNotFoundError",
     "SandboxError",
     "SearchError",
@@ -97,8 +105,24 @@ class ProcessError(AgentBackendsError):
     """A process could not be started or controlled."""
 
 
+class ProcessNotFoundError(ProcessError, LookupError):
+    """No background process has that id."""
+
+
 class SandboxError(AgentBackendsError):
     """A sandbox could not be created, reached or cleaned up."""
+
+
+class SandboxNotStartedError(SandboxError, RuntimeError):
+    """The sandbox is not running: enter it with ``async with`` first (or it was closed)."""
+
+
+class ImageNotFoundError(SandboxError, LookupError):
+    """The container image is not present locally (and no registry is reached to pull it)."""
+
+
+class EngineUnavailableError(SandboxError, ConnectionError):
+    """The container engine's API cannot be reached."""
 
 
 class SessionError(AgentBackendsError):

@@ -1,0 +1,211 @@
+"""``LocalBackend``: a ``FilesystemBackend`` that also runs shell commands on the host, in its root directory.
+
+Each command runs as ``/bin/sh -c COMMAND`` in a new session (its own process group). When the shell exits, or on a
+timeout, kill or cancellation, the whole group is killed, so nothing it started keeps running. This isolates
+nothing: the commands run as you, with your environment; use ``DockerSandbox`` for untrusted code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from agent_backends import _paths
+from agent_backends._grep import DEFAULT_MAX_MATCHES
+from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
+from agent_backends.backends.filesystem import FilesystemBackend
+from agent_backends.exceptions import PathNotDirectoryError, ProcessError
+from agent_backends.process import OutputChunk, Process, StreamName, exit_status
+
+__all__ = ("LocalBackend",)
+
+_CLEANUP_SECONDS = 10.0
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class _LocalProcess(Process):
+    """A host process in its own group; output is pumped into a small bounded channel (back-pressure)."""
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        workdir: Callable[[], str],
+        env: dict[str, str],
+        stdin: bytes | None,
+        interactive: bool,
+    ) -> None:
+        self._argv = ["/bin/sh", "-c", command]
+        self._workdir, self._env, self._stdin, self._interactive = workdir, env, stdin, interactive
+        self._process: anyio.abc.Process | None = None
+        self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else exit_status(self._process.returncode)
+
+    async def __aenter__(self) -> Self:
+        cwd = await anyio.to_thread.run_sync(self._workdir)
+        piped = self._interactive or self._stdin is not None
+        try:
+            process = await anyio.open_process(
+                self._argv,
+                cwd=cwd,
+                env=self._env,
+                stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProcessError(f"could not start /bin/sh: {exc}") from exc
+        self._process = process
+        self._stack.push_async_callback(self._close)  # runs last, once the pumps are gone
+        tasks = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.push_async_callback(self._stop, tasks)  # runs first
+        assert process.stdout is not None
+        assert process.stderr is not None
+        with self._send:
+            tasks.start_soon(self._pump, process.stdout, "stdout", self._send.clone())
+            tasks.start_soon(self._pump, process.stderr, "stderr", self._send.clone())
+        tasks.start_soon(self._reap, process)
+        if self._stdin is not None:
+            await self.write_stdin(self._stdin)
+            if not self._interactive:
+                await self.close_stdin()
+        return self
+
+    @staticmethod
+    async def _pump(
+        stream: anyio.abc.ByteReceiveStream, name: StreamName, send: anyio.abc.ObjectSendStream[OutputChunk]
+    ) -> None:
+        async with send:
+            async for data in stream:
+                await send.send(OutputChunk(name, data))
+
+    @staticmethod
+    async def _reap(process: anyio.abc.Process) -> None:
+        """When the shell exits, kill what it left in its group so its pipes close and nothing lingers."""
+        await process.wait()
+        _kill_group(process.pid)
+
+    async def _stop(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Kill the group, reap the shell, and stop pumping (a reader may have stopped reading)."""
+        assert self._process is not None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+            _kill_group(self._process.pid)
+            await self._process.wait()
+        tasks.cancel_scope.cancel()
+
+    async def _close(self) -> None:
+        assert self._process is not None
+        with anyio.CancelScope(shield=True):
+            await self._process.aclose()
+        self._receive.close()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def receive(self) -> OutputChunk | None:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+
+    async def write_stdin(self, data: bytes | str) -> None:
+        assert self._process is not None
+        if self._process.stdin is None:
+            raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
+        await self._process.stdin.send(data.encode() if isinstance(data, str) else data)
+
+    async def close_stdin(self) -> None:
+        assert self._process is not None
+        if self._process.stdin is not None:
+            await self._process.stdin.aclose()
+
+    async def kill(self) -> None:
+        assert self._process is not None
+        _kill_group(self._process.pid)
+
+    async def wait(self) -> int | None:
+        assert self._process is not None
+        return exit_status(await self._process.wait())
+
+
+class LocalBackend(ExecutionMixin, FilesystemBackend):
+    """Files under ``root_dir`` plus shell execution on the host, with ``root_dir`` as the working directory.
+
+    Args:
+        root_dir: the directory that is this backend's ``/`` and the commands' working directory.
+        env: variables added to (or replacing) the inherited environment for every command.
+        default_timeout: seconds before ``execute`` kills a command (``None``: no limit).
+        max_output_chars: how much output ``execute`` keeps (head and tail).
+        max_grep_matches: cap on the lines ``grep_raw`` returns (``None``: no cap).
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str] = ".",
+        *,
+        env: Mapping[str, str] | None = None,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
+    ) -> None:
+        super().__init__(root_dir, max_grep_matches=max_grep_matches)
+        self.env = dict(env or {})
+        self.default_timeout = default_timeout
+        self.max_output_chars = max_output_chars
+
+    @property
+    def id(self) -> str:
+        """The real path of the root directory (stable for the life of the backend)."""
+        return self.root_dir
+
+    async def __aenter__(self) -> Self:
+        await self._start_tasks()
+        return self
+
+    async def aclose(self) -> None:
+        """Kill background processes; idempotent."""
+        await self._stop_tasks()
+
+    def open_process(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+        interactive: bool = False,
+    ) -> Process:
+        """A host process running ``command`` in ``cwd`` (a backend path; default ``/``); ``async with`` starts it."""
+        path = _paths.normalize(cwd or "/")
+
+        def workdir() -> str:
+            real = self._real(path)
+            if not os.path.isdir(real):
+                raise PathNotDirectoryError(f"working directory '{path}' is not a directory", path)
+            return real
+
+        return _LocalProcess(
+            command,
+            workdir=workdir,
+            env={**os.environ, **self.env, **(env or {})},
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+            interactive=interactive,
+        )

@@ -1,0 +1,155 @@
+"""Streaming processes, the one execution API every sandbox implements.
+
+``async with sandbox.open_process("make test") as proc:`` starts a command; ``async for chunk in proc`` yields its
+output as it arrives, each chunk tagged with the stream it came from. Leaving the block, or being cancelled, kills
+the command's whole process tree. ``execute`` is built on this.
+"""
+
+from __future__ import annotations
+
+import codecs
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ("BackgroundProcess", "OutputBuffer", "OutputChunk", "Process", "exit_status")
+
+StreamName = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """Bytes a process wrote, and which stream they came from."""
+
+    stream: StreamName
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+def exit_status(returncode: int | None) -> int | None:
+    """A shell-style exit status: a death by signal N is ``128 + N`` on every backend (Docker's convention)."""
+    if returncode is not None and returncode < 0:
+        return 128 - returncode
+    return returncode
+
+
+class Process(ABC):
+    """A running command. Iterate it for ``OutputChunk`` s; the iteration ends when its output ends."""
+
+    @property
+    @abstractmethod
+    def returncode(self) -> int | None:
+        """The exit status once it has exited (``128 + N`` after signal N), else ``None``."""
+
+    @abstractmethod
+    async def receive(self) -> OutputChunk | None:
+        """The next chunk of output, or ``None`` when the output has ended."""
+
+    @abstractmethod
+    async def write_stdin(self, data: bytes | str) -> None:
+        """Send bytes to the process's standard input (open it with ``interactive=True``)."""
+
+    @abstractmethod
+    async def close_stdin(self) -> None:
+        """Close standard input, so a process reading it sees end of file."""
+
+    @abstractmethod
+    async def kill(self) -> None:
+        """Kill the process and everything it started; safe to call more than once."""
+
+    @abstractmethod
+    async def wait(self) -> int | None:
+        """Wait for the process to exit and return its exit status."""
+
+    @abstractmethod
+    async def __aenter__(self) -> Self: ...
+
+    @abstractmethod
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> OutputChunk:
+        chunk = await self.receive()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+
+class BackgroundProcess(BaseModel):
+    """A snapshot of a background process: its id, whether it still runs, and its output so far (capped)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    command: str
+    running: bool
+    exit_code: int | None
+    output: str
+    truncated: bool
+
+
+class OutputBuffer:
+    """Output kept in bounded memory: the first half of ``max_chars`` and the latest half, decoded per stream.
+
+    Chunks are decoded with one incremental decoder per stream, so a character split across two chunks survives.
+    """
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max(max_chars, 2)
+        self._head: list[str] = []
+        self._head_size = 0
+        self._tail: deque[str] = deque()
+        self._tail_size = 0
+        self.omitted = 0
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")
+        }
+
+    @property
+    def truncated(self) -> bool:
+        return self.omitted > 0
+
+    def feed(self, chunk: OutputChunk) -> None:
+        self._add(self._decoders[chunk.stream].decode(chunk.data))
+
+    def _add(self, text: str) -> None:
+        room = self.max_chars // 2 - self._head_size
+        if room > 0:
+            self._head.append(text[:room])
+            self._head_size += len(text[:room])
+            text = text[room:]
+        if not text:
+            return
+        self._tail.append(text)
+        self._tail_size += len(text)
+        limit = self.max_chars - self.max_chars // 2
+        while self._tail_size > limit:
+            extra = self._tail_size - limit
+            first = self._tail[0]
+            if len(first) <= extra:
+                self._tail.popleft()
+                self._tail_size -= len(first)
+                self.omitted += len(first)
+            else:
+                self._tail[0] = first[extra:]
+                self._tail_size -= extra
+                self.omitted += extra
+
+    def text(self) -> str:
+        for decoder in self._decoders.values():
+            self._add(decoder.decode(b"", final=True))
+        head, tail = "".join(self._head), "".join(self._tail)
+        if not self.omitted:
+            return head + tail
+        return f"{head}\n... [{self.omitted:,} characters of output omitted] ...\n{tail}"
