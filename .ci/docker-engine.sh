@@ -84,9 +84,10 @@ cmd_start() {
   else
     rm -f "$PID_FILE"
     # setsid+nohup: detach from the CI job's session so the daemon survives
-    # this script and is not hit by the job's SIGHUP/SIGINT.
+    # this script and is not hit by the job's SIGHUP/SIGINT. 9>&- keeps the
+    # lock fd out of the daemon, else it would hold the lock forever.
     setsid nohup dockerd --bridge=none --iptables=false \
-      </dev/null >"$LOG_FILE" 2>&1 &
+      </dev/null >"$LOG_FILE" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$PID_FILE"
     log "launched dockerd (pid $pid, log $LOG_FILE)"
