@@ -9,13 +9,14 @@ name anywhere, as ``rg --glob`` does.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from agent_backends import _paths
 from agent_backends.exceptions import InvalidPathError
 
-__all__ = ("GlobMatcher", "compile_glob", "compile_name_filter")
+__all__ = ("GlobMatcher", "compile_glob", "compile_name_filter", "split_file_filter")
 
 _META = frozenset("*?[{")
 
@@ -134,3 +135,18 @@ def compile_name_filter(glob: str) -> re.Pattern[str]:
     if "/" in glob:
         return re.compile(body, re.DOTALL)
     return re.compile(f"(?:.*/)?{body}", re.DOTALL)
+
+
+def split_file_filter(glob: str | None, base: str) -> tuple[list[str], Callable[[str], bool] | None]:
+    """How a ``grep_raw`` file filter is applied with ripgrep: a base-name glob is passed as ``--glob`` (it means
+    the same there); a glob with ``/`` is checked here, on paths relative to ``base``."""
+    if glob is None:
+        return [], None
+    if "/" not in glob:
+        return [glob], None
+    name_filter = compile_name_filter(glob)
+
+    def accept(path: str) -> bool:
+        return name_filter.fullmatch(_paths.relative_to(path, base)) is not None
+
+    return [], accept

@@ -24,7 +24,7 @@ from pydantic_core import from_json
 from agent_backends._grep import MatchCollector
 from agent_backends.exceptions import RipgrepNotFoundError
 
-__all__ = ("RG_FLAGS", "find_rg", "run_rg")
+__all__ = ("RG_FLAGS", "RipgrepJson", "find_rg", "rg_arguments", "rg_error", "run_rg")
 
 # The flags that make ripgrep mean what the in-memory engine means: every file (hidden, ignored), no user config,
 # a trailing \r not part of the line.
@@ -67,8 +67,12 @@ def _text(field: dict[str, Any], errors: str) -> str:
     return base64.b64decode(cast(str, field["bytes"])).decode(errors=errors)
 
 
-class _JsonLines:
-    """Split ripgrep's stdout into match records, dropping any line past ``_MAX_JSON_LINE``."""
+class RipgrepJson:
+    """Parse ripgrep's ``--json`` stdout as it arrives, feeding matches to a collector.
+
+    Lines past ``_MAX_JSON_LINE`` are dropped rather than buffered. Used for local ripgrep and for ripgrep running
+    inside a sandbox alike.
+    """
 
     def __init__(self, collector: MatchCollector, prefix: str, accept: Callable[[str], bool] | None) -> None:
         self._collector = collector
@@ -107,6 +111,24 @@ class _JsonLines:
                 add(path, data["line_number"], line)
 
 
+def rg_arguments(pattern: str, targets: Sequence[str] = (), globs: Sequence[str] = ()) -> list[str]:
+    """ripgrep's arguments (after the binary) for one search."""
+    argv = list(RG_FLAGS)
+    for glob in globs:
+        argv += ["--glob", glob]
+    return [*argv, "-e", pattern, "--", *targets]
+
+
+def rg_error(pattern: str, code: int | None, stderr: bytes) -> str | None:
+    """The ``"Error: ..."`` for a finished ripgrep run, or ``None`` if it succeeded (0: matches, 1: none)."""
+    if code == 2 and b"regex parse error" in stderr:
+        message = stderr.decode(errors="replace").strip().removeprefix("rg: ")
+        return f"Error: invalid regex {pattern!r}: {message}"
+    if code not in (0, 1, 2):
+        return f"Error: ripgrep failed with exit code {code}: {stderr.decode(errors='replace').strip()}"
+    return None
+
+
 async def run_rg(
     pattern: str,
     *,
@@ -122,12 +144,8 @@ async def run_rg(
     Paths reach the collector as ``path_prefix`` + ripgrep's relative path, if ``accept`` takes them. Returns an
     ``"Error: ..."`` string for an invalid pattern, ``None`` otherwise. Cancelling the caller kills ripgrep.
     """
-    rg = await find_rg()
-    argv = [rg, *RG_FLAGS]
-    for glob in globs:
-        argv += ["--glob", glob]
-    argv += ["-e", pattern, "--", *targets]
-    parser = _JsonLines(collector, path_prefix, accept)
+    argv = [await find_rg(), *rg_arguments(pattern, targets, globs)]
+    parser = RipgrepJson(collector, path_prefix, accept)
     stderr = bytearray()
 
     async def drain(stream: anyio.abc.ByteReceiveStream) -> None:
@@ -148,9 +166,4 @@ async def run_rg(
         finally:
             if process.returncode is None:
                 process.kill()
-    if code == 2 and b"regex parse error" in stderr:
-        message = stderr.decode(errors="replace").strip().removeprefix("rg: ")
-        return f"Error: invalid regex {pattern!r}: {message}"
-    if code not in (0, 1, 2):
-        return f"Error: ripgrep failed with exit code {code}: {stderr.decode(errors='replace').strip()}"
-    return None
+    return rg_error(pattern, code, bytes(stderr))

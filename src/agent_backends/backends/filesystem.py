@@ -19,7 +19,7 @@ from typing import BinaryIO, TypeVar
 import anyio.to_thread
 
 from agent_backends import _paths, _text
-from agent_backends._glob import GlobMatcher, compile_name_filter
+from agent_backends._glob import GlobMatcher, split_file_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends._ripgrep import run_rg
 from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_a_dir, not_found
@@ -286,13 +286,7 @@ class FilesystemBackend(StorageBackend):
             except PathError:
                 if not self.virtual_mode or await self._stat(path) is None:
                     raise
-        globs: list[str] = []
-        accept: Callable[[str], bool] | None = None
-        if glob is not None and "/" not in glob:
-            globs.append(glob)
-        elif glob is not None:
-            name_filter = compile_name_filter(glob)
-            accept = lambda found: name_filter.fullmatch(_paths.relative_to(found, path)) is not None  # noqa: E731
+        globs, accept = split_file_filter(glob, path)
         if self.virtual_mode:
             inner, overlay = accept, self._overlay
 

@@ -1,0 +1,238 @@
+"""``BaseSandbox``: every file operation derived from running shell commands, for wrapping any remote sandbox.
+
+A subclass supplies ``execute`` and ``id``; it may also supply faster file transfer (``_download``, ``_upload``,
+``_stat``) and uncapped command runs (``_run``), as ``DockerSandbox`` does. What runs inside needs only a POSIX shell
+and coreutils or busybox (``stat``, ``find``, ``base64``, ``dd``); grep uses ``rg`` there when present and otherwise
+searches downloaded files with the in-memory engine, which has the same regex semantics.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from abc import abstractmethod
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from agent_backends import _paths, _text
+from agent_backends._glob import GlobMatcher, compile_glob, compile_name_filter, split_file_filter
+from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern, search_lines
+from agent_backends._ripgrep import RipgrepJson, rg_arguments, rg_error
+from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
+from agent_backends.exceptions import PathError, PathNotDirectoryError, PathPermissionError
+from agent_backends.types import ExecuteResponse, FileInfo, GrepMatches
+
+__all__ = ("BaseSandbox", "CommandResult")
+
+# Pseudo filesystems a search from "/" must not walk into.
+_PSEUDO = ("/proc", "/sys", "/dev")
+_STAT_FORMAT = "%F|%s|%Y|%n"
+
+
+class CommandResult(NamedTuple):
+    """An internal command's outcome; ``stderr`` is empty when the sandbox merges the streams."""
+
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+
+
+def _parse_stat_line(line: str) -> FileInfo | None:
+    """``FileInfo`` from ``stat -c '%F|%s|%Y|%n'`` output; ``None`` for lines that are not such output."""
+    parts = line.split("|", 3)
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    kind, size, mtime, path = parts
+    is_dir = kind == "directory"
+    if not is_dir and not kind.startswith("regular"):
+        return None
+    return FileInfo(
+        path=path,
+        name=_paths.split_name(path),
+        is_dir=is_dir,
+        size=None if is_dir else int(size),
+        modified_at=datetime.fromtimestamp(int(mtime), UTC),
+    )
+
+
+def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
+    prune = "".join(f"-path {p} -prune -o " for p in _PSEUDO) if base == "/" else ""
+    depth = f"-maxdepth {max_depth} " if max_depth is not None else ""
+    kinds = r"\( -type f -o -type l \) " if files_only else ""
+    return (
+        f"find {shlex.quote(base)} -mindepth 1 {depth}{prune}{kinds}"
+        f"-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; true"
+    )
+
+
+class BaseSandbox(StorageBackend):
+    """File operations for any sandbox that can run ``sh`` commands; subclass and supply ``execute`` and ``id``.
+
+    Args:
+        work_dir: the directory relative paths are taken from.
+        max_grep_matches: cap on the lines ``grep_raw`` returns (``None``: no cap).
+    """
+
+    _transfer_chunk = 32 * 1024  # raw bytes per base64 round trip: well under the usual output cap
+
+    def __init__(self, *, work_dir: str = "/", max_grep_matches: int | None = DEFAULT_MAX_MATCHES) -> None:
+        super().__init__(max_grep_matches=max_grep_matches)
+        self.work_dir = _paths.normalize(work_dir)
+        self._cwd = self.work_dir
+        self._has_rg: bool | None = None
+
+    @abstractmethod
+    async def execute(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecuteResponse:
+        """Run ``command`` through ``sh -c`` in the sandbox."""
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """A stable identifier for this sandbox."""
+
+    # --- overridable transport ---------------------------------------------------------------------------------
+
+    async def _run(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
+        """Run an internal command. The default goes through ``execute`` (merged, capped output)."""
+        response = await self.execute(script, stdin=stdin)
+        return CommandResult(response.exit_code, response.output.encode(errors="surrogateescape"), b"")
+
+    async def _stat(self, path: str) -> FileInfo | None:
+        result = await self._run(f"stat -L -c '{_STAT_FORMAT}' -- {shlex.quote(path)} 2>/dev/null")
+        for line in result.stdout.decode(errors="surrogateescape").splitlines():
+            info = _parse_stat_line(line)
+            if info is not None:
+                return info.model_copy(update={"path": path, "name": _paths.split_name(path)})
+        return None
+
+    async def _download(self, path: str, size: int) -> bytes:
+        """A file's bytes (``path`` is a regular file of ``size`` bytes); default: base64 in chunks."""
+        parts: list[bytes] = []
+        for index in range(max(1, -(-size // self._transfer_chunk))):
+            result = await self._run(
+                f"dd if={shlex.quote(path)} bs={self._transfer_chunk} skip={index} count=1 2>/dev/null | base64"
+            )
+            parts.append(base64.b64decode(b"".join(result.stdout.split())))
+        return b"".join(parts)
+
+    async def _upload(self, path: str, data: bytes) -> None:
+        """Write ``path`` (parents created); default: one command with the bytes on standard input."""
+        parent = path.rsplit("/", 1)[0] or "/"
+        quoted = shlex.quote(path)
+        result = await self._run(f"mkdir -p -- {shlex.quote(parent)} && cat > {quoted}", stdin=data)
+        if result.exit_code != 0:
+            message = (result.stderr or result.stdout).decode(errors="replace").strip()
+            if "ot a directory" in message or "File exists" in message:
+                raise PathNotDirectoryError(f"'{path}' is not a directory, or a parent of it is a file", path)
+            raise PathPermissionError(f"could not write '{path}': {message}", path)
+
+    async def _run_rg(self, arguments: list[str], parser: RipgrepJson) -> tuple[int | None, bytes]:
+        """Run ``rg`` in the sandbox, feeding its stdout to ``parser``; (exit code, stderr)."""
+        result = await self._run(shlex.join(["rg", *arguments]))
+        parser.feed(result.stdout + b"\n")
+        return result.exit_code, result.stderr
+
+    # --- storage primitives --------------------------------------------------------------------------------------
+
+    async def _file(self, path: str) -> FileInfo:
+        info = await self._stat(path)
+        if info is None:
+            raise not_found(path)
+        if info.is_dir:
+            raise is_dir_error(path)
+        return info
+
+    async def _list(self, path: str) -> list[FileInfo]:
+        info = await self._stat(path)
+        if info is None:
+            raise not_found(path)
+        if not info.is_dir:
+            raise not_a_dir(path)
+        result = await self._run(_find_script(path, 1, files_only=False))
+        lines = result.stdout.decode(errors="surrogateescape").splitlines()
+        return [info for line in lines if (info := _parse_stat_line(line)) is not None]
+
+    async def _read(self, path: str, offset: int, limit: int) -> str:
+        data = await self._read_bytes(path)
+        return _text.render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+
+    async def _read_bytes(self, path: str) -> bytes:
+        info = await self._file(path)
+        return await self._download(path, info.size or 0)
+
+    async def _write_bytes(self, path: str, data: bytes) -> None:
+        info = await self._stat(path)
+        if info is not None and info.is_dir:
+            raise is_dir_error(path)
+        await self._upload(path, data)
+
+    async def _delete(self, path: str, recursive: bool) -> None:
+        info = await self._stat(path)
+        if info is None:
+            raise not_found(path)
+        if info.is_dir and not recursive:
+            raise is_dir_error(path)
+        result = await self._run(f"rm -rf -- {shlex.quote(path)}")
+        if result.exit_code != 0:
+            raise PathPermissionError(f"could not delete '{path}': {result.stderr.decode(errors='replace')}", path)
+
+    async def _glob(self, matcher: GlobMatcher) -> list[FileInfo]:
+        base = matcher.base
+        result = await self._run(_find_script(base, None if matcher.recursive else matcher.depth, files_only=True))
+        found: list[FileInfo] = []
+        for line in result.stdout.decode(errors="surrogateescape").splitlines():
+            info = _parse_stat_line(line)
+            if info is not None and not info.is_dir and matcher.match(_paths.relative_to(info.path, base)):
+                found.append(info)
+        return found
+
+    async def _grep(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
+        info = await self._stat(path)
+        if info is None:
+            raise not_found(path)
+        if self._has_rg is None:
+            self._has_rg = (await self._run("command -v rg >/dev/null 2>&1")).exit_code == 0
+        if not self._has_rg:
+            return await self._grep_downloaded(pattern, path, glob)
+        collector = MatchCollector(self.max_grep_matches)
+        globs, accept = split_file_filter(glob, path)
+        if info.is_dir:
+            targets = [path] if path != "/" else [e.path for e in await self._list("/") if e.path not in _PSEUDO]
+        else:
+            head = await self._download(path, min(info.size or 0, _text.SNIFF_BYTES))
+            if _text.is_binary(head[: _text.SNIFF_BYTES]):
+                return collector.result()
+            targets = [path]
+        parser = RipgrepJson(collector, "", accept)
+        code, stderr = await self._run_rg(rg_arguments(pattern, targets, globs), parser)
+        error = rg_error(pattern, code, stderr)
+        return error if error is not None else collector.result()
+
+    async def _grep_downloaded(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
+        """The fallback without ``rg``: the in-memory engine over each file, downloaded one at a time."""
+        regex = compile_pattern(pattern)
+        if isinstance(regex, str):
+            return regex
+        name_filter = compile_name_filter(glob) if glob is not None else None
+        collector = MatchCollector(self.max_grep_matches)
+        info = await self._stat(path)
+        files = [info] if info is not None and not info.is_dir else await self._glob(compile_glob("**", path))
+        for file in sorted(files, key=lambda f: f.path):
+            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file.path, path) or file.name):
+                continue
+            try:
+                text = _text.decode_text(await self._download(file.path, file.size or 0))
+            except PathError:
+                continue
+            if text is not None:
+                collector.extend((file.path, number, line) for number, line in search_lines(regex, text))
+        return collector.result()
