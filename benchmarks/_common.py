@@ -18,12 +18,12 @@ __all__ = (
     "Result",
     "Target",
     "compare_async",
+    "compare_samples",
     "compare_sync",
     "format_seconds",
     "parse_args",
-    "per_call",
-    "per_call_async",
     "print_table",
+    "timed",
     "warn",
 )
 
@@ -106,78 +106,82 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
-def _median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
 async def compare_async(
     ours: Callable[[], Awaitable[object]],
     raw: Callable[[], Awaitable[object]],
     *,
     reps: int,
+    calls: int = 1,
     warmup: int = 1,
     min_reps: int = 3,
     budget: float | None = None,
 ) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``raw()``, awaited alternately ``reps`` times after ``warmup`` rounds.
+    """Median seconds per call of ``ours()`` and ``raw()``, awaited in alternating rounds after ``warmup`` rounds.
 
-    With ``budget`` (seconds), stops early once that much time went by and ``min_reps`` rounds are in.
+    Each round times ``calls`` back-to-back calls of each side. With ``budget`` (seconds), stops early once that
+    much time went by and ``min_reps`` rounds are in.
     """
+
+    async def sample(fn: Callable[[], Awaitable[object]]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await fn()
+        return (time.perf_counter() - t0) / calls
+
     for _ in range(warmup):
-        await ours()
-        await raw()
+        await sample(ours)
+        await sample(raw)
     ours_samples: list[float] = []
     raw_samples: list[float] = []
     started = time.perf_counter()
     for index in range(reps):
-        for fn, samples in ((ours, ours_samples), (raw, raw_samples))[:: 1 if index % 2 == 0 else -1]:
-            t0 = time.perf_counter()
-            await fn()
-            samples.append(time.perf_counter() - t0)
+        if index % 2 == 0:
+            ours_samples.append(await sample(ours))
+            raw_samples.append(await sample(raw))
+        else:
+            raw_samples.append(await sample(raw))
+            ours_samples.append(await sample(ours))
         if budget is not None and index + 1 >= min_reps and time.perf_counter() - started > budget:
             break
-    return _median(ours_samples), _median(raw_samples)
+    return statistics.median(ours_samples), statistics.median(raw_samples)
 
 
-def compare_sync(
-    ours: Callable[[], object], raw: Callable[[], object], *, reps: int, warmup: int = 1
+def compare_samples(
+    ours: Callable[[], float], raw: Callable[[], float], *, reps: int, warmup: int = 1
 ) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``raw()``, called alternately ``reps`` times after ``warmup`` rounds."""
+    """Medians of samplers called in alternating rounds after ``warmup`` rounds; each returns seconds per call."""
     for _ in range(warmup):
         ours()
         raw()
     ours_samples: list[float] = []
     raw_samples: list[float] = []
     for index in range(reps):
-        for fn, samples in ((ours, ours_samples), (raw, raw_samples))[:: 1 if index % 2 == 0 else -1]:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-    return _median(ours_samples), _median(raw_samples)
+        if index % 2 == 0:
+            ours_samples.append(ours())
+            raw_samples.append(raw())
+        else:
+            raw_samples.append(raw())
+            ours_samples.append(ours())
+    return statistics.median(ours_samples), statistics.median(raw_samples)
 
 
-def per_call(fn: Callable[[], object], calls: int) -> Callable[[], float]:
-    """A timed batch: ``calls`` calls of ``fn``, returning seconds per call."""
+def timed(fn: Callable[[], object], calls: int) -> Callable[[], float]:
+    """A sampler timing ``calls`` back-to-back calls of ``fn``, returning seconds per call."""
 
-    def batch() -> float:
+    def sample() -> float:
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
         return (time.perf_counter() - t0) / calls
 
-    return batch
+    return sample
 
 
-def per_call_async(fn: Callable[[], Awaitable[object]], calls: int) -> Callable[[], Awaitable[float]]:
-    """A timed batch: ``calls`` awaits of ``fn()``, returning seconds per call."""
-
-    async def batch() -> float:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            await fn()
-        return (time.perf_counter() - t0) / calls
-
-    return batch
+def compare_sync(
+    ours: Callable[[], object], raw: Callable[[], object], *, reps: int, calls: int = 1, warmup: int = 1
+) -> tuple[float, float]:
+    """Median seconds per call of ``ours()`` and ``raw()``, like ``compare_async`` for blocking calls."""
+    return compare_samples(timed(ours, calls), timed(raw, calls), reps=reps, warmup=warmup)
 
 
 def print_table(results: Sequence[Result], title: str | None = None) -> None:
@@ -191,7 +195,9 @@ def print_table(results: Sequence[Result], title: str | None = None) -> None:
     aligns = ("<", ">", ">", ">", "<", "<")
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(f"{cell:{align}{width}}" for cell, align, width in zip(cells, aligns, widths)).rstrip()
+        return "  ".join(
+            f"{cell:{align}{width}}" for cell, align, width in zip(cells, aligns, widths, strict=True)
+        ).rstrip()
 
     if title:
         print(f"\n{title}")

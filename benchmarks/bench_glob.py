@@ -54,7 +54,7 @@ async def _run(quick: bool) -> list[Result]:
         nonlocal raw_found
         raw_found = await anyio.to_thread.run_sync(walk_py, TREE)
 
-    reps, budget = (5, 5.0) if quick else (21, 15.0)
+    reps, budget = (5, 5.0) if quick else (15, 8.0)
     ours_s, raw_s = await compare_async(ours, raw, reps=reps, budget=budget)
     note = f"{len(ours_found):,} files matched; raw walk: {len(raw_found):,} (both in one worker-thread hop)"
     if len(ours_found) != len(raw_found):

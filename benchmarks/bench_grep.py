@@ -29,9 +29,7 @@ async def raw_rg(rg: str, pattern: str, cwd: str) -> list[bytes]:
     """Run ``rg --json`` like the backend does and read its stdout to EOF; the raw chunks."""
     chunks: list[bytes] = []
     argv = [rg, *RG_FLAGS, "-e", pattern, "--"]
-    async with await anyio.open_process(
-        argv, cwd=cwd, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    ) as process:
+    async with await anyio.open_process(argv, cwd=cwd, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         assert process.stdout is not None
         async for chunk in process.stdout:
             chunks.append(chunk)
@@ -60,7 +58,7 @@ async def _case(
         chunks = await raw_rg(rg, pattern, TREE)
 
     # Rounds stop after ``budget`` seconds (at least ``min_reps``): a many-match round takes seconds here.
-    reps, min_reps, budget = (3, 2, 5.0) if quick else (9, 3, 15.0)
+    reps, min_reps, budget = (3, 1, 5.0) if quick else (9, 3, 12.0)
     ours_s, raw_s = await compare_async(ours, raw, reps=reps, min_reps=min_reps, budget=budget)
     expected = count_matches(chunks)
     if not isinstance(result, GrepMatches):

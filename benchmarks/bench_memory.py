@@ -7,15 +7,17 @@ count and replace for edit), so both pay the coroutine cost and the difference i
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import anyio
 
-from _common import Result, Target, compare_async, parse_args, per_call_async, print_table, warn
+from _common import Result, Target, compare_async, parse_args, print_table, warn
 from agent_backends.backends.state import StateBackend
 
 PATH = "/src/module.py"
 CONTENT = "".join(f"def function_{n}(alpha, beta):\n    return alpha + beta * {n}\n" for n in range(10))
+EDITS = (("function_3", "renamed_3"), ("renamed_3", "function_3"))
 TARGET = Target.absolute(10e-6)
 
 
@@ -43,21 +45,18 @@ class RawStore:
 async def _run(quick: bool) -> list[Result]:
     backend = StateBackend({PATH: CONTENT})
     raw = RawStore()
-    calls, reps = (200, 20) if quick else (2000, 60)
-    toggle = {"ours": False, "raw": False}
+    calls, reps = (200, 9) if quick else (1000, 31)
+    # Edits go back and forth, so that every call is a successful, unique replacement.
+    ours_edits = itertools.cycle(EDITS)
+    raw_edits = itertools.cycle(EDITS)
 
     async def ours_edit() -> None:
-        # Alternate the direction so that every call is a successful, unique replacement.
-        toggle["ours"] = not toggle["ours"]
-        old, new = ("function_3", "renamed_3") if toggle["ours"] else ("renamed_3", "function_3")
-        result = await backend.edit(PATH, old, new)
+        result = await backend.edit(PATH, *next(ours_edits))
         if not result:
             raise RuntimeError(result.error)
 
     async def raw_edit() -> None:
-        toggle["raw"] = not toggle["raw"]
-        old, new = ("function_3", "renamed_3") if toggle["raw"] else ("renamed_3", "function_3")
-        await raw.edit(PATH, old, new)
+        await raw.edit(PATH, *next(raw_edits))
 
     cases = (
         ("read", lambda: backend.read(PATH), lambda: raw.read(PATH)),
@@ -66,10 +65,10 @@ async def _run(quick: bool) -> list[Result]:
     )
     results: list[Result] = []
     for name, ours, plain in cases:
-        ours_s, raw_s = await compare_async(per_call_async(ours, calls), per_call_async(plain, calls), reps=reps)
+        ours_s, raw_s = await compare_async(ours, plain, reps=reps, calls=calls)
         results.append(Result(f"StateBackend.{name} (per call)", ours_s, raw_s, TARGET))
     text = await backend.read(PATH)
-    if text.count("\n") + 1 != CONTENT.count("\n") or "function_3" not in text:
+    if len(text.splitlines()) != CONTENT.count("\n") or "function_3" not in text:
         warn(f"unexpected read result: {text[:200]!r}")
     return results
 

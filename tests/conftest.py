@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,16 @@ import pytest
 from hypothesis import settings
 
 from agent_backends import (
+    BaseSandbox,
     CompositeBackend,
+    DockerSandbox,
+    ExecuteResponse,
     FilesystemBackend,
+    LocalBackend,
     StateBackend,
+    SyncDockerSandbox,
     SyncFilesystemBackend,
+    SyncLocalBackend,
     SyncStateBackend,
 )
 
@@ -27,9 +35,68 @@ settings.register_profile("default", max_examples=300, deadline=None)
 settings.register_profile("fuzz", max_examples=10_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-ASYNC_KINDS = ["state", "filesystem", "filesystem-virtual", "composite"]
-SYNC_KINDS = ["sync-state", "sync-filesystem"]
-KINDS = ASYNC_KINDS + SYNC_KINDS
+STORAGE_KINDS = ["state", "filesystem", "filesystem-virtual", "composite", "sync-state", "sync-filesystem"]
+EXEC_KINDS = ["local", "shell-sandbox", "docker", "docker-busybox", "sync-local", "sync-docker"]
+KINDS = STORAGE_KINDS + EXEC_KINDS
+
+PYTHON_IMAGE = "agent-backends-test/python:bookworm"  # Debian + python3 + ripgrep (.ci/build-images.sh)
+BUSYBOX_IMAGE = "agent-backends-test/busybox:latest"  # no ripgrep: grep takes the fallback path
+TEST_LABEL = "agent-backends.test"
+SESSION = uuid.uuid4().hex
+LABELS = {TEST_LABEL: SESSION}
+
+_base = [""]
+
+
+def at(path: str) -> str:
+    """``path`` inside the backend under test: its working directory for sandboxes, the root otherwise."""
+    base = _base[0]
+    return (base + path if path != "/" else base) if base else path
+
+
+@functools.cache
+def _docker_problem() -> str | None:
+    """Why Docker tests cannot run here (``None`` when they can)."""
+    for image in (PYTHON_IMAGE, BUSYBOX_IMAGE):
+        try:
+            done = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the docker client failed: {exc}"
+        if done.returncode != 0:
+            return f"image {image} is missing or the daemon is down: {done.stderr.decode().strip()}"
+    return None
+
+
+def require_docker() -> None:
+    """Skip without a daemon, except in CI (``CI`` set), where a missing daemon is a failure."""
+    problem = _docker_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker tests must run in CI: {problem}")
+        pytest.skip(f"no Docker: {problem}")
+
+
+class ShellSandbox(BaseSandbox):
+    """The smallest real ``BaseSandbox``: it supplies only ``execute`` (host commands) and ``id``."""
+
+    def __init__(self, work_dir: str, **kwargs: Any) -> None:
+        super().__init__(work_dir=work_dir, **kwargs)
+        self._host = LocalBackend("/")
+
+    async def execute(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecuteResponse:
+        return await self._host.execute(command, timeout, env=env, cwd=cwd, stdin=stdin)
+
+    @property
+    def id(self) -> str:
+        return "shell"
 
 
 @pytest.fixture
@@ -59,46 +126,83 @@ Factory = Callable[..., Awaitable[Any]]
 
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    kind = str(request.param)
+    if "docker" in kind:
+        require_docker()
+    return kind
+
+
+async def _open(kind: str, root: Path, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The backend of ``kind`` and its base path."""
+    if kind == "state":
+        return StateBackend(**kwargs), ""
+    if kind == "filesystem":
+        return FilesystemBackend(root, **kwargs), ""
+    if kind == "filesystem-virtual":
+        return FilesystemBackend(root, virtual_mode=True, **kwargs), ""
+    if kind == "composite":
+        composite = CompositeBackend(FilesystemBackend(root), routes={"/mnt/other": StateBackend()}, **kwargs)
+        return await composite.__aenter__(), ""
+    if kind == "local":
+        return await LocalBackend(root, **kwargs).__aenter__(), ""
+    if kind == "shell-sandbox":
+        return ShellSandbox(str(root), **kwargs), str(root)
+    if kind in ("docker", "docker-busybox"):
+        image = PYTHON_IMAGE if kind == "docker" else BUSYBOX_IMAGE
+        return await DockerSandbox(image, "/workspace", labels=LABELS, **kwargs).__aenter__(), "/workspace"
+    twins: dict[str, tuple[Callable[[], Any], str]] = {
+        "sync-state": (lambda: SyncStateBackend(**kwargs), ""),
+        "sync-filesystem": (lambda: SyncFilesystemBackend(root, **kwargs), ""),
+        "sync-local": (lambda: SyncLocalBackend(root, **kwargs), ""),
+        "sync-docker": (lambda: SyncDockerSandbox(PYTHON_IMAGE, "/workspace", labels=LABELS, **kwargs), "/workspace"),
+    }
+    build, base = twins[kind]
+    return Threaded(await anyio.to_thread.run_sync(build)), base
 
 
 @pytest.fixture
 async def make(kind: str, tmp_path: Path) -> AsyncIterator[Factory]:
-    """An async factory for the backend under test: ``await make(max_grep_matches=3)``."""
+    """An async factory for the backend under test: ``await make(max_grep_matches=3)``. Sets ``at``'s base."""
     opened: list[Any] = []
     counter = iter(range(1_000_000))
 
     async def factory(**kwargs: Any) -> Any:
         root = tmp_path / f"root{next(counter)}"
         root.mkdir()
-        backend: Any
-        if kind == "state":
-            backend = StateBackend(**kwargs)
-        elif kind == "filesystem":
-            backend = FilesystemBackend(root, **kwargs)
-        elif kind == "filesystem-virtual":
-            backend = FilesystemBackend(root, virtual_mode=True, **kwargs)
-        elif kind == "composite":
-            backend = CompositeBackend(default=FilesystemBackend(root), routes={"/mnt/other": StateBackend()}, **kwargs)
-            await backend.__aenter__()
-        elif kind == "sync-state":
-            backend = Threaded(await anyio.to_thread.run_sync(lambda: SyncStateBackend(**kwargs)))
-        else:
-            backend = Threaded(await anyio.to_thread.run_sync(lambda: SyncFilesystemBackend(root, **kwargs)))
+        backend, _base[0] = await _open(kind, root, kwargs)
         opened.append(backend)
         return backend
 
-    yield factory
-    for backend in opened:
-        if isinstance(backend, Threaded):
-            await anyio.to_thread.run_sync(backend.twin.close)
-        else:
-            await backend.aclose()
+    try:
+        yield factory
+    finally:
+        _base[0] = ""
+        for backend in opened:
+            if isinstance(backend, Threaded):
+                await anyio.to_thread.run_sync(backend.twin.close)
+            elif hasattr(backend, "aclose"):
+                await backend.aclose()
 
 
 @pytest.fixture
 async def backend(make: Factory) -> Any:
     return await make()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test may leave a container behind: remove any, and fail the run if there were some."""
+    if _docker_problem.cache_info().currsize == 0 or _docker_problem() is not None:
+        return
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={TEST_LABEL}={SESSION}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if found:
+        subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
+        print(f"\nERROR: {len(found)} test container(s) were left behind and have been removed: {found}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import agent_backends
 
 EXPECTED = {
-    "AgentBackendsError", "BackendProtocol", "BlockingCallInEventLoopError", "CompositeBackend", "EditResult",
-    "ExecuteResponse", "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend",
-    "GrepMatch", "GrepMatches", "InvalidPathError", "PathError", "PathEscapeError", "PathIsDirectoryError",
-    "PathNotDirectoryError", "PathNotFoundError", "PathPermissionError", "ProcessError", "RipgrepNotFoundError",
-    "SandboxError", "SandboxProtocol", "SearchError", "SessionError", "StateBackend", "SyncCompositeBackend",
-    "SyncFilesystemBackend", "SyncStateBackend", "WriteResult",
+    "AgentBackendsError", "BackendProtocol", "BackgroundProcess", "BaseSandbox", "BlockingCallInEventLoopError",
+    "CompositeBackend", "DockerSandbox", "EditResult", "EngineUnavailableError", "ExecuteResponse",
+    "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend", "GrepMatch",
+    "GrepMatches", "ImageNotFoundError", "InvalidPathError", "LocalBackend", "OutputChunk", "PathError",
+    "PathEscapeError", "PathIsDirectoryError", "PathNotDirectoryError", "PathNotFoundError", "PathPermissionError",
+    "Process", "ProcessError", "ProcessNotFoundError", "RipgrepNotFoundError", "SandboxError",
+    "SandboxNotStartedError", "SandboxProtocol", "SearchError", "SessionError", "StateBackend",
+    "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
+    "SyncStateBackend", "WriteResult", "remove_leftover_sandboxes",
 }  # fmt: skip
 
 
@@ -18,7 +21,8 @@ def test_all_is_pinned_and_importable() -> None:
     assert set(agent_backends.__all__) == EXPECTED
     assert len(agent_backends.__all__) == len(EXPECTED)
     for name in EXPECTED:
-        assert getattr(agent_backends, name).__module__.startswith("agent_backends")
+        obj = getattr(agent_backends, name)
+        assert getattr(obj, "__module__", "").startswith("agent_backends"), name
 
 
 def test_errors_inherit_the_builtin_they_mean() -> None:

@@ -30,8 +30,11 @@ TWINS: list[tuple[str, str]] = [
     ("agent_backends.backends.state", "StateBackend"),
     ("agent_backends.backends.filesystem", "FilesystemBackend"),
     ("agent_backends.backends.composite", "CompositeBackend"),
+    ("agent_backends.backends.local", "LocalBackend"),
+    ("agent_backends.backends.docker", "DockerSandbox"),
 ]
-_SKIP = {"__aenter__", "__aexit__", "aclose"}
+# Lifecycle is the twin's own: its constructor starts and enters the object, close() leaves it.
+_SKIP = {"__aenter__", "__aexit__", "aclose", "start"}
 _PLAIN = ""  # origin of a name bound by a plain ``import name``
 
 
@@ -121,7 +124,7 @@ class _Imports:
 
     def render(self) -> str:
         lines = ["from typing import TYPE_CHECKING", ""]
-        lines.append("from agent_backends._portal import SyncTwin")
+        lines.append("from agent_backends._portal import SyncProcess, SyncTwin")
         lines += self._statements(self.runtime, set(), "")
         lines += ["", "if TYPE_CHECKING:"]
         lines += self._statements(self.typing, self.runtime.get(_PLAIN, set()), "    ")
@@ -153,18 +156,27 @@ def _twin(module_name: str, class_name: str, imports: _Imports) -> str:
             if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name in seen:
                 continue
             is_property = any(isinstance(d, ast.Name) and d.id == "property" for d in node.decorator_list)
+            is_stream = isinstance(node.returns, ast.Name) and node.returns.id == "Process"
             public = not node.name.startswith("_") and node.name not in _SKIP
-            if not public or not (is_property or isinstance(node, ast.AsyncFunctionDef)):
+            if not public or not (is_property or is_stream or isinstance(node, ast.AsyncFunctionDef)):
                 continue
             seen.add(node.name)
-            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs] + [node.returns]
+            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs]
+            annotations += [] if is_stream else [node.returns]
             imports.need(owner, set().union(*(_names(a) for a in annotations)), runtime=False)
             defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
             imports.need(owner, set().union(set(), *(_names(d) for d in defaults)), runtime=True)
             returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+            if is_stream:
+                returns = " -> SyncProcess"
             doc = _docline(node)
             docstring = f'        """{doc}"""\n' if doc else ""
-            if is_property:
+            if is_stream:
+                members.append(
+                    f"    def {node.name}({ast.unparse(node.args)}){returns}:\n{docstring}"
+                    f"        return self._stream(self._async.{node.name}, {_call_args(node.args)})\n"
+                )
+            elif is_property:
                 members.append(
                     f"    @property\n    def {node.name}(self){returns}:\n{docstring}"
                     f"        return self._attr({node.name!r})\n"

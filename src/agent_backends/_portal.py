@@ -23,8 +23,9 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal
 
 from agent_backends.exceptions import BlockingCallInEventLoopError
+from agent_backends.process import OutputChunk, Process
 
-__all__ = ("SyncTwin",)
+__all__ = ("SyncProcess", "SyncTwin")
 
 _T = TypeVar("_T")
 _A = TypeVar("_A")
@@ -126,6 +127,57 @@ async def _own(factory: Callable[[], _A], *, task_status: TaskStatus[tuple[_A, a
         await leave.wait()
 
 
+class SyncProcess:
+    """The blocking form of ``open_process``: ``with twin.open_process(cmd) as proc: for chunk in proc: ...``.
+
+    Leaving the block kills the command's process tree, as leaving the async block does.
+    """
+
+    def __init__(self, loop: _LoopThread, factory: Callable[[], Process]) -> None:
+        self._loop, self._factory = loop, factory
+        self._process: Process | None = None
+
+    def __enter__(self) -> Self:
+        self._owner, (self._process, self._leave) = self._loop.portal.start_task(_own, self._factory)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._loop.portal.call(self._leave.set)
+        self._owner.result()
+
+    def _running(self) -> Process:
+        if self._process is None:
+            raise RuntimeError("use the process inside `with twin.open_process(...) as process:`")
+        return self._process
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> OutputChunk:
+        chunk = self._loop.call(self._running().receive)
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    @property
+    def returncode(self) -> int | None:
+        return self._running().returncode
+
+    def write_stdin(self, data: bytes | str) -> None:
+        self._loop.call(self._running().write_stdin, data)
+
+    def close_stdin(self) -> None:
+        self._loop.call(self._running().close_stdin)
+
+    def kill(self) -> None:
+        self._loop.call(self._running().kill)
+
+    def wait(self) -> int | None:
+        return self._loop.call(self._running().wait)
+
+
 class SyncTwin(Generic[_A]):
     """Base of every generated ``Sync<Name>`` class: owns the loop thread and the async object inside it."""
 
@@ -152,6 +204,10 @@ class SyncTwin(Generic[_A]):
         name = getattr(method, "__name__", "call")
         _ensure_no_running_loop(f"{type(self).__name__}.{name}", f"{type(self._async).__name__}.{name}")
         return self._loop.call(functools.partial(method, *args, **kwargs))
+
+    def _stream(self, method: Callable[..., Process], /, *args: Any, **kwargs: Any) -> SyncProcess:
+        _ensure_no_running_loop(f"{type(self).__name__}.open_process", f"{type(self._async).__name__}.open_process")
+        return SyncProcess(self._loop, functools.partial(method, *args, **kwargs))
 
     def _attr(self, name: str) -> Any:
         return self._loop.call(getattr, self._async, name)

@@ -10,15 +10,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent_backends._grep import DEFAULT_MAX_MATCHES
-from agent_backends._portal import SyncTwin
+from agent_backends._portal import SyncProcess, SyncTwin
+from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT
 from agent_backends.backends.composite import CompositeBackend
+from agent_backends.backends.docker import DockerSandbox
 from agent_backends.backends.filesystem import FilesystemBackend
+from agent_backends.backends.local import LocalBackend
 from agent_backends.backends.state import StateBackend
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Mapping, Sequence
 
+    from agent_backends.process import BackgroundProcess
     from agent_backends.protocol import BackendProtocol
     from agent_backends.types import (
         EditResult,
@@ -34,6 +38,8 @@ __all__ = (
     "SyncStateBackend",
     "SyncFilesystemBackend",
     "SyncCompositeBackend",
+    "SyncLocalBackend",
+    "SyncDockerSandbox",
 )
 
 
@@ -222,6 +228,273 @@ class SyncCompositeBackend(SyncTwin[CompositeBackend]):
     ) -> ExecuteResponse:
         """Run a command on the default backend, if it can execute."""
         return self._call(self._async.execute, command, timeout, env=env, cwd=cwd, stdin=stdin)
+
+    def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
+        """Write each ``(path, content)``; results in the same order, a failed file does not stop the rest."""
+        return self._call(self._async.upload_files, files)
+
+    def download_files(self, paths: Sequence[str]) -> list[FileTransfer]:
+        """Read each path's bytes; results in the same order, each with its content or its error."""
+        return self._call(self._async.download_files, paths)
+
+
+class SyncLocalBackend(SyncTwin[LocalBackend]):
+    """Blocking twin of `LocalBackend`.
+
+    Files under ``root_dir`` plus shell execution on the host, with ``root_dir`` as the working directory.
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str] = ".",
+        *,
+        env: Mapping[str, str] | None = None,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
+    ) -> None:
+        self._setup(
+            lambda: LocalBackend(
+                root_dir,
+                env=env,
+                default_timeout=default_timeout,
+                max_output_chars=max_output_chars,
+                max_grep_matches=max_grep_matches,
+            )
+        )
+
+    @property
+    def id(self) -> str:
+        """The real path of the root directory (stable for the life of the backend)."""
+        return self._attr("id")
+
+    def open_process(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+        interactive: bool = False,
+    ) -> SyncProcess:
+        """A host process running ``command`` in ``cwd`` (a backend path; default ``/``); ``async with`` starts it."""
+        return self._stream(self._async.open_process, command, env=env, cwd=cwd, stdin=stdin, interactive=interactive)
+
+    def execute(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecuteResponse:
+        """Run ``command`` through ``sh -c``; stdout and stderr interleaved in arrival order."""
+        return self._call(self._async.execute, command, timeout, env=env, cwd=cwd, stdin=stdin)
+
+    def start_background(
+        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> BackgroundProcess:
+        """Start a long-running command and return at once; its output is kept (capped) for ``read_background``."""
+        return self._call(self._async.start_background, command, env=env, cwd=cwd)
+
+    def read_background(self, process_id: str) -> BackgroundProcess:
+        """Whether it still runs, its exit code, and its output so far."""
+        return self._call(self._async.read_background, process_id)
+
+    def list_background(self) -> list[BackgroundProcess]:
+        """Every background process started here, running or finished."""
+        return self._call(self._async.list_background)
+
+    def kill_background(self, process_id: str) -> BackgroundProcess:
+        """Kill a background process (and its children) and return its final state."""
+        return self._call(self._async.kill_background, process_id)
+
+    @property
+    def virtual_files(self) -> dict[str, FileData]:
+        """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
+        return self._attr("virtual_files")
+
+    def ls_info(self, path: str = "/") -> list[FileInfo]:
+        """List the direct children of a directory, directories flagged, sorted by path."""
+        return self._call(self._async.ls_info, path)
+
+    def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
+        """Read a text file ``cat -n`` style from line ``offset`` (0-based), at most ``limit`` lines."""
+        return self._call(self._async.read, path, offset, limit)
+
+    def read_bytes(self, path: str) -> bytes:
+        """A file's raw content; raises ``PathNotFoundError`` and friends."""
+        return self._call(self._async.read_bytes, path)
+
+    def write(self, path: str, content: str | bytes) -> WriteResult:
+        """Create or replace a file (parents created; atomic on disk). ``str`` is written as UTF-8."""
+        return self._call(self._async.write, path, content)
+
+    def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
+        """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
+        return self._call(self._async.edit, path, old_string, new_string, replace_all)
+
+    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+        """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
+        return self._call(self._async.glob_info, pattern, path)
+
+    def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> GrepMatches | str:
+        """Lines matching ``pattern`` (ripgrep syntax) under ``path``, in files whose names match ``glob``."""
+        return self._call(self._async.grep_raw, pattern, path, glob)
+
+    def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at ``path``."""
+        return self._call(self._async.exists, path)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        return self._call(self._async.delete, path, recursive=recursive)
+
+    def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
+        """Write each ``(path, content)``; results in the same order, a failed file does not stop the rest."""
+        return self._call(self._async.upload_files, files)
+
+    def download_files(self, paths: Sequence[str]) -> list[FileTransfer]:
+        """Read each path's bytes; results in the same order, each with its content or its error."""
+        return self._call(self._async.download_files, paths)
+
+
+class SyncDockerSandbox(SyncTwin[DockerSandbox]):
+    """Blocking twin of `DockerSandbox`.
+
+    A Docker (or Podman) container as a sandbox: files, streamed execution, background processes.
+    """
+
+    def __init__(
+        self,
+        image: str = "python:3.12-slim",
+        work_dir: str = "/workspace",
+        *,
+        env: Mapping[str, str] | None = None,
+        volumes: Mapping[str, str] | None = None,
+        workspace_dir: str | os.PathLike[str] | None = None,
+        memory: int | str | None = None,
+        cpus: float | None = None,
+        pids_limit: int | None = None,
+        network: bool = False,
+        user: str | None = None,
+        runtime: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        auto_remove: bool = True,
+        docker_url: str | None = None,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
+    ) -> None:
+        self._setup(
+            lambda: DockerSandbox(
+                image,
+                work_dir,
+                env=env,
+                volumes=volumes,
+                workspace_dir=workspace_dir,
+                memory=memory,
+                cpus=cpus,
+                pids_limit=pids_limit,
+                network=network,
+                user=user,
+                runtime=runtime,
+                labels=labels,
+                auto_remove=auto_remove,
+                docker_url=docker_url,
+                default_timeout=default_timeout,
+                max_output_chars=max_output_chars,
+                max_grep_matches=max_grep_matches,
+            )
+        )
+
+    @property
+    def id(self) -> str:
+        """The container id."""
+        return self._attr("id")
+
+    def stop(self) -> None:
+        """Remove the container (the seeds' name for ``aclose``)."""
+        return self._call(self._async.stop)
+
+    def open_process(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+        interactive: bool = False,
+    ) -> SyncProcess:
+        """A command in the container; ``async with`` starts it, and leaving kills its whole process group."""
+        return self._stream(self._async.open_process, command, env=env, cwd=cwd, stdin=stdin, interactive=interactive)
+
+    def execute(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecuteResponse:
+        """Run ``command`` through ``sh -c``; stdout and stderr interleaved in arrival order."""
+        return self._call(self._async.execute, command, timeout, env=env, cwd=cwd, stdin=stdin)
+
+    def start_background(
+        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> BackgroundProcess:
+        """Start a long-running command and return at once; its output is kept (capped) for ``read_background``."""
+        return self._call(self._async.start_background, command, env=env, cwd=cwd)
+
+    def read_background(self, process_id: str) -> BackgroundProcess:
+        """Whether it still runs, its exit code, and its output so far."""
+        return self._call(self._async.read_background, process_id)
+
+    def list_background(self) -> list[BackgroundProcess]:
+        """Every background process started here, running or finished."""
+        return self._call(self._async.list_background)
+
+    def kill_background(self, process_id: str) -> BackgroundProcess:
+        """Kill a background process (and its children) and return its final state."""
+        return self._call(self._async.kill_background, process_id)
+
+    def ls_info(self, path: str = "/") -> list[FileInfo]:
+        """List the direct children of a directory, directories flagged, sorted by path."""
+        return self._call(self._async.ls_info, path)
+
+    def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
+        """Read a text file ``cat -n`` style from line ``offset`` (0-based), at most ``limit`` lines."""
+        return self._call(self._async.read, path, offset, limit)
+
+    def read_bytes(self, path: str) -> bytes:
+        """A file's raw content; raises ``PathNotFoundError`` and friends."""
+        return self._call(self._async.read_bytes, path)
+
+    def write(self, path: str, content: str | bytes) -> WriteResult:
+        """Create or replace a file (parents created; atomic on disk). ``str`` is written as UTF-8."""
+        return self._call(self._async.write, path, content)
+
+    def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
+        """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
+        return self._call(self._async.edit, path, old_string, new_string, replace_all)
+
+    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+        """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
+        return self._call(self._async.glob_info, pattern, path)
+
+    def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> GrepMatches | str:
+        """Lines matching ``pattern`` (ripgrep syntax) under ``path``, in files whose names match ``glob``."""
+        return self._call(self._async.grep_raw, pattern, path, glob)
+
+    def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at ``path``."""
+        return self._call(self._async.exists, path)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        return self._call(self._async.delete, path, recursive=recursive)
 
     def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
         """Write each ``(path, content)``; results in the same order, a failed file does not stop the rest."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from agent_backends import _paths
 from agent_backends._grep import DEFAULT_MAX_MATCHES
@@ -56,6 +57,7 @@ SANDBOX_LABEL = "agent-backends.sandbox"
 _API_SECONDS = 60.0
 _KILL_SECONDS = 10.0
 _STDERR_LIMIT = 64 * 1024
+_INLINE_PACK_BYTES = 256 * 1024
 _DIR_BIT = 1 << 31
 _LINK_BIT = 1 << 27
 # $1: the command, $2: the pid file. The command gets its own session (process group id == its pid) and the stdin
@@ -138,7 +140,8 @@ class _DockerProcess(Process):
         self._stack.push_async_callback(self._stop, tasks)
         tasks.start_soon(self._pump, stream)
         if self._stdin is not None:
-            await self.write_stdin(self._stdin)
+            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
+                await self.write_stdin(self._stdin)
             if not self._interactive:
                 await self.close_stdin()
         return self
@@ -174,8 +177,11 @@ class _DockerProcess(Process):
     async def write_stdin(self, data: bytes | str) -> None:
         if self._stream is None or not (self._interactive or self._stdin is not None):
             raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
-        with _engine_errors("could not write to the command's stdin", self._sandbox.docker_url):
-            await self._stream.write_in(data.encode() if isinstance(data, str) else data)
+        try:
+            with _engine_errors("could not write to the command's stdin", self._sandbox.docker_url):
+                await self._stream.write_in(data.encode() if isinstance(data, str) else data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ProcessError("the process no longer reads its standard input") from exc
 
     async def close_stdin(self) -> None:
         """Half-close the exec's connection: the engine closes the process's stdin, output keeps flowing."""
@@ -418,7 +424,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             await docker._check_version()  # pyright: ignore[reportPrivateUsage]
             url = docker._canonicalize_url(f"containers/{container.id}/archive", versioned_api=True)  # pyright: ignore[reportPrivateUsage]
             async with docker.session.head(url, params={"path": path}) as response:
-                if response.status == 404:
+                if response.status in (404, 500):  # missing, or a parent is a file (the engine answers 500)
                     return None
                 if response.status >= 400:
                     raise SandboxError(f"could not stat '{path}': HTTP {response.status}")
@@ -475,16 +481,24 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         mode = found[1] if found is not None else 0o644
         target = found[0].path if found is not None else path
         parent, name = target.rsplit("/", 1)[0] or "/", _paths.split_name(target)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            entry = tarfile.TarInfo(name)
-            entry.size, entry.mode, entry.mtime = len(data), mode, int(time.time())
-            entry.uid, entry.gid = self._owner
-            tar.addfile(entry, io.BytesIO(data))
-        payload = buffer.getvalue()
+        owner = self._owner
+
+        def pack() -> io.BytesIO:
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                entry = tarfile.TarInfo(name)
+                entry.size, entry.mode, entry.mtime = len(data), mode, int(time.time())
+                entry.uid, entry.gid = owner
+                tar.addfile(entry, io.BytesIO(data))
+            buffer.seek(0)
+            return buffer
+
+        # A large archive is packed off the loop; aiohttp streams the file object instead of copying bytes.
+        payload = pack() if len(data) < _INLINE_PACK_BYTES else await anyio.to_thread.run_sync(pack)
         for attempt in range(2):
             try:
                 with _engine_errors(f"could not write '{path}'", self.docker_url):
+                    payload.seek(0)
                     await self._running().put_archive(parent, payload)  # pyright: ignore[reportUnknownMemberType]
                 return
             except SandboxError as exc:

@@ -82,7 +82,8 @@ class _LocalProcess(Process):
             tasks.start_soon(self._pump, process.stderr, "stderr", self._send.clone())
         tasks.start_soon(self._reap, process)
         if self._stdin is not None:
-            await self.write_stdin(self._stdin)
+            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
+                await self.write_stdin(self._stdin)
             if not self._interactive:
                 await self.close_stdin()
         return self
@@ -130,12 +131,16 @@ class _LocalProcess(Process):
         assert self._process is not None
         if self._process.stdin is None:
             raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
-        await self._process.stdin.send(data.encode() if isinstance(data, str) else data)
+        try:
+            await self._process.stdin.send(data.encode() if isinstance(data, str) else data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ProcessError("the process no longer reads its standard input") from exc
 
     async def close_stdin(self) -> None:
         assert self._process is not None
         if self._process.stdin is not None:
-            await self._process.stdin.aclose()
+            with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                await self._process.stdin.aclose()
 
     async def kill(self) -> None:
         assert self._process is not None
