@@ -18,6 +18,8 @@ __all__ = ("is_within", "join", "normalize", "relative_to", "resolve_inside", "s
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Anything that needs a closer look than a plain split; most paths skip the slow checks.
 _SUSPICIOUS = re.compile(r"[\x00\\~%:]|\.\.|[^\x00-\x7f]")
+# An absolute path that is already normal: plain segments that do not start with a dot. Returned as it is.
+_NORMAL = re.compile(r"(?:/[\w\-+@=,][\w\-+@=,.]*)+|/")
 
 
 def _refuse(path: str, why: str) -> InvalidPathError:
@@ -52,6 +54,8 @@ def normalize(path: str, cwd: str = "/") -> str:
     """
     if not isinstance(path, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise InvalidPathError(f"path must be a str, not {type(path).__name__}")
+    if _NORMAL.fullmatch(path) and not path.endswith("/."):
+        return path
     if not path:
         raise _refuse(path, "it is empty")
     slow = _SUSPICIOUS.search(path) is not None

@@ -1,8 +1,9 @@
 """The engine of the generated sync twins: one event-loop thread per twin, reached through an anyio portal.
 
 The async object is built and entered inside that loop, so loop-bound resources (an aiodocker session) live on
-one loop for their whole life. Calls from any thread are submitted with ``start_task_soon``; Ctrl-C cancels the
-submitted task and waits for its cleanup before re-raising. A twin that is never closed is closed when garbage
+one loop for their whole life. The anyio portal runs the loop and owns lifecycles; calls from any thread are
+submitted with ``asyncio.run_coroutine_threadsafe`` (one hop); Ctrl-C cancels the submitted task and waits for its
+cleanup before re-raising. A twin that is never closed is closed when garbage
 collected or at interpreter exit (``weakref.finalize``), and its thread is a daemon, so exit never hangs.
 """
 
@@ -38,6 +39,7 @@ class _LoopThread:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="agent-backends-loop", daemon=True)
         self._thread.start()
@@ -55,6 +57,7 @@ class _LoopThread:
     async def _serve(self) -> None:
         async with BlockingPortal() as portal:
             self._portal = portal
+            self._loop = asyncio.get_running_loop()
             self._ready.set()
             await portal.sleep_until_stopped()
 
@@ -76,7 +79,9 @@ class _LoopThread:
             finally:
                 finished.set()
 
-        future = self.portal.start_task_soon(runner)
+        # One cross-thread hop: anyio's start_task_soon makes two (spawn, then result), which doubles the cost.
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(runner(), self._loop)
         try:
             return future.result()
         except KeyboardInterrupt:

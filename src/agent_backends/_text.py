@@ -8,11 +8,13 @@ does not replace or refuses.
 from __future__ import annotations
 
 import codecs
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 __all__ = (
     "MAX_LINE_CHARS",
+    "render_bytes",
     "SNIFF_BYTES",
     "EditOutcome",
     "apply_edit",
@@ -25,6 +27,7 @@ __all__ = (
 MAX_LINE_CHARS = 2000
 SNIFF_BYTES = 8192
 _LOOKAHEAD_BYTES = 256 * 1024
+_BULK_BYTES = 4 * 1024 * 1024  # a window bigger than this is rendered line by line, with bounded memory
 # A line's raw bytes kept before the rest is dropped: enough for MAX_LINE_CHARS of any UTF-8 text.
 _LINE_KEEP_BYTES = 4 * MAX_LINE_CHARS + 4
 _UTF16_BOMS = ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
@@ -39,7 +42,7 @@ def _utf16_codec(head: bytes) -> str | None:
 
 def is_binary(head: bytes) -> bool:
     """A file is binary when its first 8 KiB hold a NUL byte and it is not UTF-16 with a byte-order mark."""
-    return b"\x00" in head[:SNIFF_BYTES] and _utf16_codec(head) is None
+    return head.find(b"\x00", 0, SNIFF_BYTES) != -1 and _utf16_codec(head) is None
 
 
 def decode_text(data: bytes) -> str | None:
@@ -75,6 +78,11 @@ class _Lines:
         self._pos = 0
         self.consumed = 0
 
+    @property
+    def position(self) -> int:
+        """Bytes of the stream before the next unread line."""
+        return self.consumed - (len(self._buffer) - self._pos)
+
     def _pull(self) -> bytes | None:
         for chunk in self._chunks:
             if chunk:
@@ -103,6 +111,28 @@ class _Lines:
             self._buffer, self._pos = (b"." if partial else b"") + chunk, 0
         return skipped
 
+    def take(self, limit: int, budget: int) -> list[bytes] | None:
+        """Up to ``limit`` lines at once (one split), or ``None`` if they do not end within ``budget`` bytes."""
+        while True:
+            buffer, pos = self._buffer, self._pos
+            if buffer.count(b"\n", pos) >= limit:
+                parts = buffer[pos:].split(b"\n", limit)
+                self._buffer, self._pos = parts.pop(), 0
+                return parts
+            if len(buffer) - pos > budget:
+                return None
+            chunk = self._pull()
+            if chunk is None:
+                rest = buffer[pos:]
+                self._buffer, self._pos = b"", 0
+                if not rest:
+                    return []
+                parts = rest.split(b"\n")
+                if not parts[-1]:
+                    parts.pop()
+                return parts
+            self._buffer, self._pos = buffer[pos:] + chunk, 0
+
     def next_line(self) -> tuple[bytes, int] | None:
         """The next line without its ``\\n`` (its head, if over-long) and how many bytes of it were dropped."""
         dropped = 0
@@ -128,17 +158,44 @@ class _Lines:
         return line, dropped
 
     def count_rest(self, budget: int) -> int | None:
-        """Count the lines left if they end within ``budget`` more bytes; ``None`` if more than that follows."""
+        """Count the lines left if the rest of the stream is at most ``budget`` bytes, else ``None``."""
+        rest = len(self._buffer) - self._pos
         newlines = self._buffer.count(b"\n", self._pos)
-        tail = self._buffer[self._pos :][-1:]
-        spent = 0
-        while (chunk := self._pull()) is not None:
-            if spent >= budget:
-                return None
-            spent += len(chunk)
+        tail = self._buffer[-1:] if rest else b""
+        while rest <= budget and (chunk := self._pull()) is not None:
+            rest += len(chunk)
             newlines += chunk.count(b"\n")
             tail = chunk[-1:]
+        if rest > budget:
+            return None
         return newlines + (1 if tail and tail != b"\n" else 0)
+
+
+_PREFIX_CACHE: list[str] = []
+_PREFIX_CACHE_LINES = 20_000
+
+
+def _numbered(first: int, lines: list[str]) -> list[str]:
+    """``lines`` with ``cat -n`` prefixes from line number ``first``; prefixes of early lines are cached."""
+    end = first + len(lines)
+    if end <= _PREFIX_CACHE_LINES:
+        if len(_PREFIX_CACHE) < end:
+            _PREFIX_CACHE.extend(f"{n:>6}\t" for n in range(len(_PREFIX_CACHE) + 1, end + 1))
+        return list(map(operator.add, _PREFIX_CACHE[first - 1 : end - 1], lines))
+    return [f"{n:>6}\t{line}" for n, line in enumerate(lines, first)]
+
+
+def _render_bulk(first: int, raw: list[bytes]) -> list[str]:
+    """Render whole lines at once: one decode, one split (a newline byte never occurs inside UTF-8 sequences)."""
+    if not raw:
+        return []
+    text = b"\n".join(raw).decode(errors="replace")
+    rows = text.split("\n")
+    if "\r" in text:
+        rows = [row[:-1] if row.endswith("\r") else row for row in rows]
+    if max(map(len, rows), default=0) > MAX_LINE_CHARS:
+        rows = [clip_line(row) for row in rows]
+    return _numbered(first, rows)
 
 
 def _render_line(number: int, raw: bytes, dropped: int) -> str:
@@ -171,25 +228,56 @@ def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, 
         size = None
     elif head.startswith(codecs.BOM_UTF8):
         head = head[3:]
+        size = None if size is None else size - 3
     lines = _Lines(_chain(head, iterator))
     number = lines.skip(offset)
-    shown: list[str] = []
-    while len(shown) < limit and (item := lines.next_line()) is not None:
-        number += 1
-        shown.append(_render_line(number, *item))
+    bulk = lines.take(limit, _BULK_BYTES)
+    shown: list[str]
+    if bulk is not None:
+        shown = _render_bulk(number + 1, bulk)
+        number += len(bulk)
+    else:  # a window with over-long lines: line by line, keeping only each line's head
+        shown = []
+        while len(shown) < limit and (item := lines.next_line()) is not None:
+            number += 1
+            shown.append(_render_line(number, *item))
     if not shown:
         if number == 0:
             return f"(file '{path}' is empty)"
         return f"Error: offset {offset} is past the end of '{path}', which has {number:,} lines"
-    body = "\n".join(shown)
+    window_end = lines.position
     rest = lines.count_rest(_LOOKAHEAD_BYTES)
+    return _with_note(shown, offset, rest, None if size is None else size - window_end)
+
+
+def _with_note(shown: list[str], offset: int, rest_lines: int | None, rest_bytes: int | None) -> str:
+    """The window, then what follows: the exact line count when the rest is at most 256 KiB, else its size."""
+    body = "\n".join(shown)
     next_offset = offset + len(shown)
-    if rest == 0:
+    if rest_lines == 0:
         return body
-    if rest is not None:
-        return f"{body}\n... [{rest:,} more lines; continue with offset={next_offset}]"
-    unread = f"{size - lines.consumed:,} more bytes" if size is not None else "more lines"
+    if rest_lines is not None:
+        return f"{body}\n... [{rest_lines:,} more lines; continue with offset={next_offset}]"
+    unread = f"{rest_bytes:,} more bytes" if rest_bytes is not None else "more lines"
     return f"{body}\n... [the file continues ({unread} unread); continue with offset={next_offset}]"
+
+
+def render_bytes(data: bytes, *, path: str, offset: int, limit: int) -> str:
+    """``render_read`` for a file already in memory: the same output, without streaming's per-call overhead."""
+    if offset < 0 or limit < 1 or data.find(b"\x00", 0, SNIFF_BYTES) != -1 or _utf16_codec(data) is not None:
+        return render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    lines = data[bom:].split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if not lines:
+        return f"(file '{path}' is empty)"
+    if offset >= len(lines):
+        return f"Error: offset {offset} is past the end of '{path}', which has {len(lines):,} lines"
+    end = min(offset + limit, len(lines))
+    shown = _render_bulk(offset + 1, lines[offset:end])
+    rest_bytes = max(len(data) - bom - sum(map(len, lines[:end])) - end, 0)  # each shown line and its newline
+    return _with_note(shown, offset, len(lines) - end if rest_bytes <= _LOOKAHEAD_BYTES else None, rest_bytes)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -94,6 +94,8 @@ class StorageBackend(BatchTransfers):
     """Implements ``BackendProtocol`` on top of a few storage primitives."""
 
     _cwd: str = "/"
+    # Whether concurrent edits of one path must be serialized: true when the primitives can yield mid-edit.
+    _serialize_edits: bool = True
 
     def __init__(self, *, max_grep_matches: int | None = DEFAULT_MAX_MATCHES) -> None:
         self.max_grep_matches = max_grep_matches
@@ -172,22 +174,25 @@ class StorageBackend(BatchTransfers):
         """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
         try:
             normalized = self._path(path)
+            if not self._serialize_edits:
+                return await self._edit(normalized, old_string, new_string, replace_all)
             lock = self._edit_locks.get(normalized)
             if lock is None:
                 lock = self._edit_locks[normalized] = anyio.Lock()
             async with lock:
-                data = await self._read_bytes(normalized)
-                edit = functools.partial(
-                    _text.apply_edit, data, old_string, new_string, replace_all=replace_all, path=normalized
-                )
-                # Large texts are edited off the loop: a replace over megabytes would stall every other task.
-                outcome = edit() if len(data) < _INLINE_EDIT_BYTES else await anyio.to_thread.run_sync(edit)
-                if outcome.error is not None:
-                    return EditResult(path=normalized, error=outcome.error)
-                await self._write_bytes(normalized, outcome.content)
+                return await self._edit(normalized, old_string, new_string, replace_all)
         except PathError as exc:
             return EditResult(path=path, error=f"Error: {exc}")
-        return EditResult(path=normalized, occurrences=outcome.occurrences)
+
+    async def _edit(self, path: str, old_string: str, new_string: str, replace_all: bool) -> EditResult:
+        data = await self._read_bytes(path)
+        edit = functools.partial(_text.apply_edit, data, old_string, new_string, replace_all=replace_all, path=path)
+        # Large texts are edited off the loop: a replace over megabytes would stall every other task.
+        outcome = edit() if len(data) < _INLINE_EDIT_BYTES else await anyio.to_thread.run_sync(edit)
+        if outcome.error is not None:
+            return EditResult(path=path, error=outcome.error)
+        await self._write_bytes(path, outcome.content)
+        return EditResult(path=path, occurrences=outcome.occurrences)
 
     async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""

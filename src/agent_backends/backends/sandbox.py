@@ -162,8 +162,7 @@ class BaseSandbox(StorageBackend):
         return [info for line in lines if (info := _parse_stat_line(line)) is not None]
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
-        data = await self._read_bytes(path)
-        return _text.render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+        return _text.render_bytes(await self._read_bytes(path), path=path, offset=offset, limit=limit)
 
     async def _read_bytes(self, path: str) -> bytes:
         info = await self._file(path)

@@ -22,6 +22,8 @@ __all__ = ("StateBackend",)
 class StateBackend(StorageBackend):
     """In-memory storage: fast, isolated, gone when the process ends.
 
+    Its primitives never yield to the event loop, so an edit is atomic without a lock.
+
     Args:
         files: initial content, path to ``str`` (UTF-8), ``bytes`` or ``FileData``.
         max_grep_matches: cap on the lines ``grep_raw`` returns (``None``: no cap).
@@ -40,6 +42,8 @@ class StateBackend(StorageBackend):
             data = content if isinstance(content, FileData) else None
             raw = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b""
             self._put(self._path(path), data or FileData(content=raw))
+
+    _serialize_edits = False
 
     @property
     def files(self) -> Mapping[str, FileData]:
@@ -117,8 +121,7 @@ class StateBackend(StorageBackend):
         return [self._info(child) for child in children]
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
-        data = self._file(path).content
-        return _text.render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+        return _text.render_bytes(self._file(path).content, path=path, offset=offset, limit=limit)
 
     async def _read_bytes(self, path: str) -> bytes:
         return self._file(path).content
@@ -127,7 +130,7 @@ class StateBackend(StorageBackend):
         old = self._files.get(path)
         now = datetime.now(UTC)
         created = old.created_at if old is not None else now
-        self._put(path, FileData.model_construct(content=data, created_at=created, modified_at=now))
+        self._put(path, FileData(content=data, created_at=created, modified_at=now))
 
     async def _delete(self, path: str, recursive: bool) -> None:
         if path in self._files:
