@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_backends import FilesystemBackend, RipgrepNotFoundError, StateBackend
+from agent_backends import FilesystemBackend, GrepMatches, RipgrepNotFoundError, StateBackend
 from agent_backends import _ripgrep as ripgrep_module
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,10 @@ async def pair(tmp_path: Path) -> tuple[StateBackend, FilesystemBackend]:
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize(("path", "glob"), [(None, None), ("/docs", None), ("/", "*.py"), ("/", "src/*")])
+@pytest.mark.parametrize(
+    ("path", "glob"),
+    [(None, None), ("/docs", None), ("/", "*.py"), ("/", "src/*"), ("/", "!*.py"), ("/", "!docs/*")],
+)
 async def test_ripgrep_and_python_agree(
     pair: tuple[StateBackend, FilesystemBackend], pattern: str, path: str | None, glob: str | None
 ) -> None:
@@ -88,3 +91,19 @@ async def test_missing_ripgrep_names_the_extra(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(ripgrep_module, "_locate_rg", lambda: None)
     with pytest.raises(RipgrepNotFoundError, match=r"agent-backends\[ripgrep\]"):
         await FilesystemBackend(tmp_path).grep_raw("x")
+
+
+@pytest.mark.parametrize("cap", [1, 7, 150, None])
+async def test_capped_results_agree_and_count_everything(tmp_path: Path, cap: int | None) -> None:
+    """Many files, a small cap: ripgrep's parser skips files past the cutoff but must still count their matches."""
+    files = {f"/d{i % 7}/f{i:03d}.txt": "".join(f"hit {j}\n" for j in range(i % 4 + 1)) for i in range(300)}
+    memory = StateBackend(files=files, max_grep_matches=cap)
+    disk = FilesystemBackend(tmp_path, max_grep_matches=cap)
+    await disk.upload_files([(path, content.encode()) for path, content in files.items()])
+    expected = await memory.grep_raw("hit")
+    found = await disk.grep_raw("hit")
+    assert isinstance(found, GrepMatches)
+    assert isinstance(expected, GrepMatches)
+    assert found == expected
+    assert found.total == expected.total == sum(i % 4 + 1 for i in range(300))
+    assert found.truncated == (cap is not None)

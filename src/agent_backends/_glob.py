@@ -93,6 +93,7 @@ class GlobMatcher:
     regex: re.Pattern[str]
     recursive: bool
     depth: int
+    name_only: re.Pattern[str] | None = None  # for ``**/<name glob>``: matching the base name is enough
 
     def match(self, relative: str) -> bool:
         return self.regex.fullmatch(relative) is not None
@@ -124,17 +125,24 @@ def compile_glob(pattern: str, path: str = "/") -> GlobMatcher:
     rest = "/".join(segments)
     base = "/" + "/".join(literal)
     recursive = "**" in rest
-    return GlobMatcher(base, rest, re.compile(_translate(rest), re.DOTALL), recursive, len(segments))
+    tail = rest.removeprefix("**/")
+    name_only = re.compile(_translate(tail), re.DOTALL) if tail != rest and "/" not in tail else None
+    return GlobMatcher(base, rest, re.compile(_translate(rest), re.DOTALL), recursive, len(segments), name_only)
 
 
 @lru_cache(maxsize=256)
 def compile_name_filter(glob: str) -> re.Pattern[str]:
-    """A file filter for ``grep_raw``: without ``/`` it matches base names, with ``/`` relative paths."""
+    """A file filter for ``grep_raw``: without ``/`` it matches base names, with ``/`` relative paths.
+
+    A leading ``!`` excludes what the rest matches, as in ``rg --glob``.
+    """
+    negate = glob.startswith("!")
+    glob = glob.removeprefix("!")
     _check_glob_text(glob)
     body = _translate(glob.lstrip("/"))
-    if "/" in glob:
-        return re.compile(body, re.DOTALL)
-    return re.compile(f"(?:.*/)?{body}", re.DOTALL)
+    if "/" not in glob:
+        body = f"(?:.*/)?{body}"
+    return re.compile(f"(?!(?:{body})$).*" if negate else body, re.DOTALL)
 
 
 def split_file_filter(glob: str | None, base: str) -> tuple[list[str], Callable[[str], bool] | None]:
@@ -142,7 +150,7 @@ def split_file_filter(glob: str | None, base: str) -> tuple[list[str], Callable[
     the same there); a glob with ``/`` is checked here, on paths relative to ``base``."""
     if glob is None:
         return [], None
-    if "/" not in glob:
+    if "/" not in glob:  # also with a leading "!": ripgrep's exclusion means what compile_name_filter's does
         return [glob], None
     name_filter = compile_name_filter(glob)
 

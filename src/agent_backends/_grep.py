@@ -80,6 +80,7 @@ class MatchCollector:
     def __init__(self, cap: int | None = DEFAULT_MAX_MATCHES) -> None:
         self._cap = cap
         self._items: list[tuple[str, int, str]] = []
+        self._cutoff: str | None = None  # no kept match has a path after this one (stale-high between compactions)
         self.total = 0
 
     def add(self, path: str, line_number: int, line: str) -> None:
@@ -88,6 +89,15 @@ class MatchCollector:
         if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
             self._items.sort()
             del self._items[self._cap :]
+            self._cutoff = self._items[-1][0]
+
+    def wants(self, path: str) -> bool:
+        """Whether matches in ``path`` can still be among the kept ones; if not, only ``count`` them."""
+        return self._cutoff is None or path <= self._cutoff
+
+    def count(self, matches: int) -> None:
+        """Count matches that cannot be kept."""
+        self.total += matches
 
     def extend(self, items: Iterable[tuple[str, int, str]]) -> None:
         for item in items:
@@ -97,7 +107,6 @@ class MatchCollector:
         self._items.sort()
         if self._cap is not None:
             del self._items[self._cap :]
-        build = GrepMatch.model_construct
-        return GrepMatches(
-            [build(path=p, line_number=n, line=_text.clip_line(s)) for p, n, s in self._items], total=self.total
-        )
+        limit, clip = _text.MAX_LINE_CHARS, _text.clip_line
+        matches = [GrepMatch(path=p, line_number=n, line=s if len(s) <= limit else clip(s)) for p, n, s in self._items]
+        return GrepMatches(matches, total=self.total)

@@ -32,6 +32,7 @@ RG_FLAGS = ("--json", "--no-config", "--hidden", "--no-ignore", "--crlf", "--no-
 _MAX_JSON_LINE = 64 * 1024 * 1024
 _MAX_STDERR = 64 * 1024
 _MATCH_PREFIX = b'{"type":"match"'
+_BEGIN_PREFIX = b'{"type":"begin"'
 _rg_path: str | None = None
 
 
@@ -80,6 +81,8 @@ class RipgrepJson:
         self._accept = accept
         self._pending: bytes = b""
         self._skipping = False
+        self._counted = True  # the current file's matches count (its path passed ``accept``)
+        self._kept = True  # ... and may be kept (its path is not past the collector's cutoff)
 
     def feed(self, chunk: bytes) -> None:
         if self._skipping:
@@ -98,17 +101,32 @@ class RipgrepJson:
             self._pending, self._skipping = b"", True
 
     def _parse(self, lines: list[bytes]) -> None:
-        batch = [line for line in lines if line.startswith(_MATCH_PREFIX)]
+        """ripgrep writes each file's records together (begin, matches, end): the begin record decides, once per
+        file, whether its matches are parsed, only counted, or ignored."""
+        batch: list[bytes] = []
+        uncounted = 0
+        for line in lines:
+            if line.startswith(_MATCH_PREFIX):
+                if self._kept:
+                    batch.append(line)
+                elif self._counted:
+                    uncounted += 1
+            elif line.startswith(_BEGIN_PREFIX):
+                self._begin(line)
+        self._collector.count(uncounted)
         if not batch:
             return
         records = cast(list[dict[str, Any]], from_json(b"[" + b",".join(batch) + b"]"))
-        add, prefix, accept = self._collector.add, self._prefix, self._accept
+        add, prefix = self._collector.add, self._prefix
         for record in records:
             data = record["data"]
-            path = prefix + _text(data["path"], "surrogateescape")
-            if accept is None or accept(path):
-                line = _text(data["lines"], "replace").rstrip("\n").removesuffix("\r")
-                add(path, data["line_number"], line)
+            line = _text(data["lines"], "replace").rstrip("\n").removesuffix("\r")
+            add(prefix + _text(data["path"], "surrogateescape"), data["line_number"], line)
+
+    def _begin(self, line: bytes) -> None:
+        path = self._prefix + _text(cast(dict[str, Any], from_json(line))["data"]["path"], "surrogateescape")
+        self._counted = self._accept is None or self._accept(path)
+        self._kept = self._counted and self._collector.wants(path)
 
 
 def rg_arguments(pattern: str, targets: Sequence[str] = (), globs: Sequence[str] = ()) -> list[str]:

@@ -8,6 +8,7 @@ the command's whole process tree. ``execute`` is built on this.
 from __future__ import annotations
 
 import codecs
+import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ("BackgroundProcess", "OutputBuffer", "OutputChunk", "Process", "exit_status")
+__all__ = ("BackgroundProcess", "OutputBuffer", "OutputChunk", "Process", "exit_status", "exit_unwrapped")
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -38,6 +39,33 @@ def exit_status(returncode: int | None) -> int | None:
     if returncode is not None and returncode < 0:
         return 128 - returncode
     return returncode
+
+
+async def exit_unwrapped(
+    stack: contextlib.AsyncExitStack[bool | None],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """Exit ``stack`` (which holds a task group), taking anyio's exception group off a lone exception.
+
+    A task group wraps whatever reaches it in an ``ExceptionGroup``, even the ``async with`` block's own exception
+    or a failed cleanup step; callers of ``open_process`` and ``execute`` expect ``except ValueError`` or
+    ``except EngineUnavailableError`` to keep working.
+    """
+    try:
+        await stack.__aexit__(exc_type, exc, tb)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        inner = group.exceptions[0]
+        if inner is exc:
+            return  # the block's own exception propagates unchanged
+        context = inner.__context__
+        try:
+            raise inner  # with the context it had, not the group that only wrapped it
+        finally:
+            inner.__context__ = context
 
 
 class Process(ABC):

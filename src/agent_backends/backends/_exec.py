@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent_backends.exceptions import ProcessNotFoundError, SandboxNotStartedError
-from agent_backends.process import BackgroundProcess, OutputBuffer, Process
+from agent_backends.exceptions import AgentBackendsError, ProcessNotFoundError, SandboxNotStartedError
+from agent_backends.process import BackgroundProcess, OutputBuffer, OutputChunk, Process
 from agent_backends.types import ExecuteResponse
 
 __all__ = ("DEFAULT_MAX_OUTPUT_CHARS", "DEFAULT_TIMEOUT", "ExecutionMixin")
@@ -84,7 +84,8 @@ class ExecutionMixin(ABC):
         with anyio.CancelScope(shield=True):
             for job in list(self._background.values()):
                 if job.process is not None and not job.done.is_set():
-                    await job.process.kill()
+                    with contextlib.suppress(AgentBackendsError):  # the engine is gone, say: close anyway
+                        await job.process.kill()
         assert self._tasks is not None
         self._tasks.cancel_scope.cancel()
         self._tasks = None
@@ -152,13 +153,21 @@ class ExecutionMixin(ABC):
         *,
         task_status: TaskStatus[None],
     ) -> None:
+        started = False
         try:
             async with self.open_process(job.command, env=env, cwd=cwd) as process:
                 job.process = process
                 task_status.started()
+                started = True
                 async for chunk in process:
                     job.buffer.feed(chunk)
                 job.exit_code = await process.wait()
+        except Exception as exc:
+            if not started:
+                raise  # start_background raises it
+            # Raised here, it would crash the task group that runs every background process (and the code inside
+            # the backend's `async with`): record it in the job's output instead.
+            job.buffer.feed(OutputChunk("stderr", f"\n[background process failed: {exc}]\n".encode()))
         finally:
             job.done.set()
 

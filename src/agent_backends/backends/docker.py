@@ -42,7 +42,7 @@ from agent_backends.exceptions import (
     SandboxError,
     SandboxNotStartedError,
 )
-from agent_backends.process import OutputChunk, Process, exit_status
+from agent_backends.process import OutputChunk, Process, exit_status, exit_unwrapped
 from agent_backends.types import FileInfo
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class _DockerProcess(Process):
         self._stream: Stream | None = None
         self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
         self._ended = anyio.Event()
+        self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._returncode: int | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -128,23 +129,44 @@ class _DockerProcess(Process):
         return self._returncode
 
     async def __aenter__(self) -> Self:
-        container = self._sandbox._running()  # pyright: ignore[reportPrivateUsage]
-        piped = self._interactive or self._stdin is not None
-        with _engine_errors("could not start a command", self._sandbox.docker_url):
-            self._exec = await container.exec(self._argv, stdin=piped, **self._options)
-            stream = self._exec.start(detach=False)
-            self._stack.push_async_callback(stream.close)
-            await stream._init()  # starts the exec; aiodocker otherwise starts it lazily on first read or write  # pyright: ignore[reportPrivateUsage]
+        try:
+            container = self._sandbox._running()  # pyright: ignore[reportPrivateUsage]
+            piped = self._interactive or self._stdin is not None
+            with _engine_errors("could not start a command", self._sandbox.docker_url):
+                self._exec = await container.exec(self._argv, stdin=piped, **self._options)
+                stream = self._exec.start(detach=False)
+                self._stack.push_async_callback(stream.close)
+                await stream._init()  # starts the exec; aiodocker otherwise starts it lazily on first read or write  # pyright: ignore[reportPrivateUsage]
+        except BaseException:
+            # Cancelled (or failed) while the engine starts the exec: the command may run already, so kill it by
+            # its pid file, and close what was opened.
+            with anyio.CancelScope(shield=True):
+                if self._exec is not None:
+                    with contextlib.suppress(SandboxError):
+                        await self.kill()
+                await self._stack.aclose()
+            self._send.close()
+            self._receive.close()
+            raise
         self._stream = stream
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._stop, tasks)
         tasks.start_soon(self._pump, stream)
         if self._stdin is not None:
-            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
-                await self.write_stdin(self._stdin)
-            if not self._interactive:
-                await self.close_stdin()
+            tasks.start_soon(self._feed_stdin, self._stdin)
+        else:
+            self._stdin_written.set()
         return self
+
+    async def _feed_stdin(self, data: bytes) -> None:
+        """Write the ``stdin=`` bytes while the output is read: a command may fill its output pipe first."""
+        try:
+            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
+                await self._send_stdin(data)
+        finally:
+            self._stdin_written.set()
+        if not self._interactive:
+            await self.close_stdin()
 
     async def _pump(self, stream: Stream) -> None:
         try:
@@ -166,7 +188,7 @@ class _DockerProcess(Process):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.__aexit__(exc_type, exc, tb)
+        await exit_unwrapped(self._stack, exc_type, exc, tb)
 
     async def receive(self) -> OutputChunk | None:
         try:
@@ -175,6 +197,10 @@ class _DockerProcess(Process):
             return None
 
     async def write_stdin(self, data: bytes | str) -> None:
+        await self._stdin_written.wait()
+        await self._send_stdin(data)
+
+    async def _send_stdin(self, data: bytes | str) -> None:
         if self._stream is None or not (self._interactive or self._stdin is not None):
             raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
         try:
@@ -185,6 +211,7 @@ class _DockerProcess(Process):
 
     async def close_stdin(self) -> None:
         """Half-close the exec's connection: the engine closes the process's stdin, output keeps flowing."""
+        await self._stdin_written.wait()
         response = self._stream._resp if self._stream is not None else None  # pyright: ignore[reportPrivateUsage]
         transport = response.connection.transport if response is not None and response.connection else None
         if transport is not None and transport.can_write_eof():

@@ -162,6 +162,7 @@ class FilesystemBackend(StorageBackend):
         root = self._root()
         found: list[FileInfo] = []
         max_depth = None if matcher.recursive else matcher.depth
+        name_only = matcher.name_only
         stack: list[tuple[str, str, int]] = [(real_base, "", 1)]
         while stack:
             directory, prefix, depth = stack.pop()
@@ -171,20 +172,23 @@ class FilesystemBackend(StorageBackend):
             except OSError:
                 continue
             for entry in entries:
-                relative = f"{prefix}{entry.name}"
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         if max_depth is None or depth < max_depth:
-                            stack.append((entry.path, relative + "/", depth + 1))
+                            stack.append((entry.path, f"{prefix}{entry.name}/", depth + 1))
                         continue
-                    if not matcher.match(relative):
+                    if name_only is not None:
+                        if name_only.fullmatch(entry.name) is None:
+                            continue
+                    elif not matcher.match(prefix + entry.name):
                         continue
+                    path = _paths.join(matcher.base, prefix + entry.name)
                     if entry.is_symlink():
-                        if not os.path.isfile(_paths.resolve_inside(root, _paths.join(matcher.base, relative))):
+                        if not os.path.isfile(_paths.resolve_inside(root, path)):
                             continue
                     elif not entry.is_file():
                         continue
-                    found.append(_info(_paths.join(matcher.base, relative), entry.stat()))
+                    found.append(_info(path, entry.stat()))
                 except (PathEscapeError, OSError):
                     continue
         return found

@@ -24,7 +24,7 @@ from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
 from agent_backends.backends.filesystem import FilesystemBackend
 from agent_backends.exceptions import PathNotDirectoryError, ProcessError
-from agent_backends.process import OutputChunk, Process, StreamName, exit_status
+from agent_backends.process import OutputChunk, Process, StreamName, exit_status, exit_unwrapped
 
 __all__ = ("LocalBackend",)
 
@@ -52,6 +52,7 @@ class _LocalProcess(Process):
         self._workdir, self._env, self._stdin, self._interactive = workdir, env, stdin, interactive
         self._process: anyio.abc.Process | None = None
         self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
+        self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -59,18 +60,23 @@ class _LocalProcess(Process):
         return None if self._process is None else exit_status(self._process.returncode)
 
     async def __aenter__(self) -> Self:
-        cwd = await anyio.to_thread.run_sync(self._workdir)
-        piped = self._interactive or self._stdin is not None
         try:
-            process = await anyio.open_process(
-                self._argv,
-                cwd=cwd,
-                env=self._env,
-                stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProcessError(f"could not start /bin/sh: {exc}") from exc
+            cwd = await anyio.to_thread.run_sync(self._workdir)
+            piped = self._interactive or self._stdin is not None
+            try:
+                process = await anyio.open_process(
+                    self._argv,
+                    cwd=cwd,
+                    env=self._env,
+                    stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProcessError(f"could not start /bin/sh: {exc}") from exc
+        except BaseException:  # a refused cwd, say: nothing started, but the channel must not leak
+            self._send.close()
+            self._receive.close()
+            raise
         self._process = process
         self._stack.push_async_callback(self._close)  # runs last, once the pumps are gone
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
@@ -82,11 +88,20 @@ class _LocalProcess(Process):
             tasks.start_soon(self._pump, process.stderr, "stderr", self._send.clone())
         tasks.start_soon(self._reap, process)
         if self._stdin is not None:
-            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
-                await self.write_stdin(self._stdin)
-            if not self._interactive:
-                await self.close_stdin()
+            tasks.start_soon(self._feed_stdin, self._stdin)
+        else:
+            self._stdin_written.set()
         return self
+
+    async def _feed_stdin(self, data: bytes) -> None:
+        """Write the ``stdin=`` bytes while the output is read: a command may fill its output pipe first."""
+        try:
+            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
+                await self._send_stdin(data)
+        finally:
+            self._stdin_written.set()
+        if not self._interactive:
+            await self.close_stdin()
 
     @staticmethod
     async def _pump(
@@ -119,7 +134,7 @@ class _LocalProcess(Process):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.__aexit__(exc_type, exc, tb)
+        await exit_unwrapped(self._stack, exc_type, exc, tb)
 
     async def receive(self) -> OutputChunk | None:
         try:
@@ -128,6 +143,10 @@ class _LocalProcess(Process):
             return None
 
     async def write_stdin(self, data: bytes | str) -> None:
+        await self._stdin_written.wait()
+        await self._send_stdin(data)
+
+    async def _send_stdin(self, data: bytes | str) -> None:
         assert self._process is not None
         if self._process.stdin is None:
             raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
@@ -138,6 +157,7 @@ class _LocalProcess(Process):
 
     async def close_stdin(self) -> None:
         assert self._process is not None
+        await self._stdin_written.wait()
         if self._process.stdin is not None:
             with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 await self._process.stdin.aclose()
