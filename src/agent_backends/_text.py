@@ -113,17 +113,15 @@ class _Lines:
 
     def take(self, limit: int, budget: int) -> list[bytes] | None:
         """Up to ``limit`` lines at once (one split), or ``None`` if they do not end within ``budget`` bytes."""
-        while True:
-            buffer, pos = self._buffer, self._pos
-            if buffer.count(b"\n", pos) >= limit:
-                parts = buffer[pos:].split(b"\n", limit)
-                self._buffer, self._pos = parts.pop(), 0
-                return parts
-            if len(buffer) - pos > budget:
+        pieces = [self._buffer[self._pos :]]
+        newlines, size = pieces[0].count(b"\n"), len(pieces[0])
+        while newlines < limit:
+            if size > budget:
+                self._buffer, self._pos = b"".join(pieces), 0
                 return None
             chunk = self._pull()
             if chunk is None:
-                rest = buffer[pos:]
+                rest = b"".join(pieces)
                 self._buffer, self._pos = b"", 0
                 if not rest:
                     return []
@@ -131,7 +129,12 @@ class _Lines:
                 if not parts[-1]:
                     parts.pop()
                 return parts
-            self._buffer, self._pos = buffer[pos:] + chunk, 0
+            pieces.append(chunk)
+            newlines += chunk.count(b"\n")
+            size += len(chunk)
+        parts = b"".join(pieces).split(b"\n", limit)
+        self._buffer, self._pos = parts.pop(), 0
+        return parts
 
     def next_line(self) -> tuple[bytes, int] | None:
         """The next line without its ``\\n`` (its head, if over-long) and how many bytes of it were dropped."""
@@ -245,9 +248,10 @@ def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, 
         if number == 0:
             return f"(file '{path}' is empty)"
         return f"Error: offset {offset} is past the end of '{path}', which has {number:,} lines"
-    window_end = lines.position
-    rest = lines.count_rest(_LOOKAHEAD_BYTES)
-    return _with_note(shown, offset, rest, None if size is None else size - window_end)
+    rest_bytes = None if size is None else size - lines.position
+    # With the size known, a large rest is not read at all; otherwise it is counted up to the budget.
+    rest = None if rest_bytes is not None and rest_bytes > _LOOKAHEAD_BYTES else lines.count_rest(_LOOKAHEAD_BYTES)
+    return _with_note(shown, offset, rest, rest_bytes)
 
 
 def _with_note(shown: list[str], offset: int, rest_lines: int | None, rest_bytes: int | None) -> str:

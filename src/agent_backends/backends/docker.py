@@ -119,7 +119,8 @@ class _DockerProcess(Process):
         self._exec: Exec | None = None
         self._stream: Stream | None = None
         self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
-        self._ended = anyio.Event()
+        self._ended = anyio.Event()  # the output reached its end: the command is gone
+        self._pump_scope = anyio.CancelScope(shield=True)  # only _stop ends the pump, so it sees that end
         self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._returncode: int | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -169,21 +170,29 @@ class _DockerProcess(Process):
             await self.close_stdin()
 
     async def _pump(self, stream: Stream) -> None:
+        """Move frames into the channel until the output ends; once the reader is gone, drain them unread.
+
+        Shielded: a cancelled pump could not tell ``_stop`` whether the command ended, and it would not be killed.
+        """
         try:
-            async with self._send:
-                while (message := await stream.read_out()) is not None:
-                    await self._send.send(OutputChunk("stdout" if message.stream == 1 else "stderr", message.data))
+            with self._pump_scope:
+                async with self._send:
+                    while (message := await stream.read_out()) is not None:
+                        with contextlib.suppress(anyio.BrokenResourceError):
+                            chunk = OutputChunk("stdout" if message.stream == 1 else "stderr", message.data)
+                            await self._send.send(chunk)
         finally:
             self._ended.set()
 
     async def _stop(self, tasks: anyio.abc.TaskGroup) -> None:
+        self._receive.close()  # nobody reads any more: the pump drains what is left
         with anyio.CancelScope(shield=True):
             if not self._ended.is_set():
                 await self.kill()
                 with anyio.move_on_after(_KILL_SECONDS):
                     await self._ended.wait()
+        self._pump_scope.cancel()
         tasks.cancel_scope.cancel()
-        self._receive.close()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
