@@ -8,7 +8,6 @@ does not replace or refuses.
 from __future__ import annotations
 
 import codecs
-import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -174,37 +173,45 @@ class _Lines:
         return newlines + (1 if tail and tail != b"\n" else 0)
 
 
+# "     1\t", "\n     2\t", ...: each prefix carries the newline that ends the line before it.
 _PREFIX_CACHE: list[str] = []
 _PREFIX_CACHE_LINES = 20_000
 
 
-def _numbered(first: int, lines: list[str]) -> list[str]:
-    """``lines`` with ``cat -n`` prefixes from line number ``first``; prefixes of early lines are cached."""
-    end = first + len(lines)
-    if end <= _PREFIX_CACHE_LINES:
-        if len(_PREFIX_CACHE) < end:
-            _PREFIX_CACHE.extend(f"{n:>6}\t" for n in range(len(_PREFIX_CACHE) + 1, end + 1))
-        return list(map(operator.add, _PREFIX_CACHE[first - 1 : end - 1], lines))
-    return [f"{n:>6}\t{line}" for n, line in enumerate(lines, first)]
+def _numbered(first: int, rows: list[str]) -> str:
+    """``rows`` joined ``cat -n`` style from line number ``first``, by interleaving cached prefixes (one join)."""
+    end = first + len(rows)
+    if end > _PREFIX_CACHE_LINES:
+        return "\n".join(f"{n:>6}\t{row}" for n, row in enumerate(rows, first))
+    if len(_PREFIX_CACHE) < end:
+        _PREFIX_CACHE.extend(f"\n{n:>6}\t" for n in range(len(_PREFIX_CACHE) + 1, end + 1))
+    parts = [""] * (2 * len(rows))
+    parts[0::2] = _PREFIX_CACHE[first - 1 : end - 1]
+    parts[1::2] = rows
+    if parts:
+        parts[0] = parts[0][1:]  # the first line has no line before it to end
+    return "".join(parts)
 
 
-def _render_bulk(first: int, raw: list[bytes]) -> list[str]:
-    """Render whole lines at once: one decode, one split (a newline byte never occurs inside UTF-8 sequences)."""
-    if not raw:
-        return []
-    text = b"\n".join(raw).decode(errors="replace")
+def _clean_rows(text: str) -> list[str]:
+    """Decoded lines as shown: no trailing ``\\r``, over-long lines cut."""
     rows = text.split("\n")
     if "\r" in text:
         rows = [row[:-1] if row.endswith("\r") else row for row in rows]
-    if max(map(len, rows), default=0) > MAX_LINE_CHARS:
+    if len(text) > MAX_LINE_CHARS and max(map(len, rows)) > MAX_LINE_CHARS:
         rows = [clip_line(row) for row in rows]
-    return _numbered(first, rows)
+    return rows
 
 
-def _render_line(number: int, raw: bytes, dropped: int) -> str:
+def _bulk_rows(raw: list[bytes]) -> list[str]:
+    """Whole lines at once: one decode, one split (a newline byte never occurs inside UTF-8 sequences)."""
+    return _clean_rows(b"\n".join(raw).decode(errors="replace")) if raw else []
+
+
+def _row(raw: bytes, dropped: int) -> str:
     if raw.endswith(b"\r") and not dropped:
         raw = raw[:-1]
-    return f"{number:>6}\t{clip_line(raw.decode(errors='replace'), dropped)}"
+    return clip_line(raw.decode(errors="replace"), dropped)
 
 
 def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, size: int | None = None) -> str:
@@ -234,16 +241,16 @@ def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, 
         size = None if size is None else size - 3
     lines = _Lines(_chain(head, iterator))
     number = lines.skip(offset)
+    first = number + 1
     bulk = lines.take(limit, _BULK_BYTES)
     shown: list[str]
     if bulk is not None:
-        shown = _render_bulk(number + 1, bulk)
-        number += len(bulk)
+        shown = _bulk_rows(bulk)
     else:  # a window with over-long lines: line by line, keeping only each line's head
         shown = []
         while len(shown) < limit and (item := lines.next_line()) is not None:
-            number += 1
-            shown.append(_render_line(number, *item))
+            shown.append(_row(*item))
+    number += len(shown)
     if not shown:
         if number == 0:
             return f"(file '{path}' is empty)"
@@ -251,13 +258,12 @@ def render_read(chunks: Iterable[bytes], *, path: str, offset: int, limit: int, 
     rest_bytes = None if size is None else size - lines.position
     # With the size known, a large rest is not read at all; otherwise it is counted up to the budget.
     rest = None if rest_bytes is not None and rest_bytes > _LOOKAHEAD_BYTES else lines.count_rest(_LOOKAHEAD_BYTES)
-    return _with_note(shown, offset, rest, rest_bytes)
+    return _with_note(_numbered(first, shown), len(shown), offset, rest, rest_bytes)
 
 
-def _with_note(shown: list[str], offset: int, rest_lines: int | None, rest_bytes: int | None) -> str:
+def _with_note(body: str, shown: int, offset: int, rest_lines: int | None, rest_bytes: int | None) -> str:
     """The window, then what follows: the exact line count when the rest is at most 256 KiB, else its size."""
-    body = "\n".join(shown)
-    next_offset = offset + len(shown)
+    next_offset = offset + shown
     if rest_lines == 0:
         return body
     if rest_lines is not None:
@@ -270,6 +276,12 @@ def render_bytes(data: bytes, *, path: str, offset: int, limit: int) -> str:
     """``render_read`` for a file already in memory: the same output, without streaming's per-call overhead."""
     if offset < 0 or limit < 1 or data.find(b"\x00", 0, SNIFF_BYTES) != -1 or _utf16_codec(data) is not None:
         return render_read((data,), path=path, offset=offset, limit=limit, size=len(data))
+    if offset == 0 and data.count(b"\n") < limit and not data.startswith(codecs.BOM_UTF8):
+        # The whole file fits the window: decode once, split once, nothing follows it.
+        if not data:
+            return f"(file '{path}' is empty)"
+        text = data.decode(errors="replace")
+        return _numbered(1, _clean_rows(text[:-1] if text.endswith("\n") else text))
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     lines = data[bom:].split(b"\n")
     if lines[-1] == b"":
@@ -279,9 +291,10 @@ def render_bytes(data: bytes, *, path: str, offset: int, limit: int) -> str:
     if offset >= len(lines):
         return f"Error: offset {offset} is past the end of '{path}', which has {len(lines):,} lines"
     end = min(offset + limit, len(lines))
-    shown = _render_bulk(offset + 1, lines[offset:end])
+    body = _numbered(offset + 1, _bulk_rows(lines[offset:end]))
     rest_bytes = max(len(data) - bom - sum(map(len, lines[:end])) - end, 0)  # each shown line and its newline
-    return _with_note(shown, offset, len(lines) - end if rest_bytes <= _LOOKAHEAD_BYTES else None, rest_bytes)
+    rest_lines = len(lines) - end if rest_bytes <= _LOOKAHEAD_BYTES else None
+    return _with_note(body, end - offset, offset, rest_lines, rest_bytes)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
