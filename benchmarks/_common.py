@@ -18,8 +18,10 @@ __all__ = (
     "Result",
     "Target",
     "compare_async",
+    "compare_async_samples",
     "compare_samples",
     "compare_sync",
+    "format_bytes",
     "format_seconds",
     "parse_args",
     "print_table",
@@ -28,6 +30,7 @@ __all__ = (
 )
 
 TargetKind = Literal["ratio", "absolute", "overhead", "info"]
+Unit = Literal["s", "bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +78,14 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One row of the table: medians in seconds (per call for the per-call benchmarks)."""
+    """One row of the table: medians in seconds (per call for the per-call benchmarks), or sizes (``unit="bytes"``)."""
 
     case: str
     ours: float
     raw: float
     target: Target
     note: str = ""
+    unit: Unit = "s"
 
     @property
     def ratio(self) -> float:
@@ -106,6 +110,15 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def format_bytes(size: float) -> str:
+    """A size in bytes with a binary unit."""
+    for unit in ("B", "KiB", "MiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 async def compare_async(
     ours: Callable[[], Awaitable[object]],
     raw: Callable[[], Awaitable[object]],
@@ -128,19 +141,38 @@ async def compare_async(
             await fn()
         return (time.perf_counter() - t0) / calls
 
+    return await compare_async_samples(
+        lambda: sample(ours), lambda: sample(raw), reps=reps, warmup=warmup, min_reps=min_reps, budget=budget
+    )
+
+
+async def compare_async_samples(
+    ours: Callable[[], Awaitable[float]],
+    raw: Callable[[], Awaitable[float]],
+    *,
+    reps: int,
+    warmup: int = 1,
+    min_reps: int = 3,
+    budget: float | None = None,
+) -> tuple[float, float]:
+    """Medians of async samplers awaited in alternating rounds after ``warmup`` rounds; each returns seconds.
+
+    For a call whose setup or teardown must stay out of the timing: the sampler times only its own part. With
+    ``budget`` (seconds), stops early once that much time went by and ``min_reps`` rounds are in.
+    """
     for _ in range(warmup):
-        await sample(ours)
-        await sample(raw)
+        await ours()
+        await raw()
     ours_samples: list[float] = []
     raw_samples: list[float] = []
     started = time.perf_counter()
     for index in range(reps):
         if index % 2 == 0:
-            ours_samples.append(await sample(ours))
-            raw_samples.append(await sample(raw))
+            ours_samples.append(await ours())
+            raw_samples.append(await raw())
         else:
-            raw_samples.append(await sample(raw))
-            ours_samples.append(await sample(ours))
+            raw_samples.append(await raw())
+            ours_samples.append(await ours())
         if budget is not None and index + 1 >= min_reps and time.perf_counter() - started > budget:
             break
     return statistics.median(ours_samples), statistics.median(raw_samples)
@@ -187,10 +219,11 @@ def compare_sync(
 def print_table(results: Sequence[Result], title: str | None = None) -> None:
     """Print the results as an aligned table, then any notes."""
     header = ("case", "ours (median)", "raw (median)", "ratio", "target", "")
-    rows = [
-        (r.case, format_seconds(r.ours), format_seconds(r.raw), f"{r.ratio:.2f}x", str(r.target), r.verdict())
-        for r in results
-    ]
+
+    def value(result: Result, amount: float) -> str:
+        return format_bytes(amount) if result.unit == "bytes" else format_seconds(amount)
+
+    rows = [(r.case, value(r, r.ours), value(r, r.raw), f"{r.ratio:.2f}x", str(r.target), r.verdict()) for r in results]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     aligns = ("<", ">", ">", ">", "<", "<")
 

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import anyio
 
+import bench_exec
 import bench_glob
 import bench_grep
 import bench_memory
@@ -23,7 +24,7 @@ import bench_sync
 from _common import Result, parse_args, print_table
 from agent_backends._ripgrep import find_rg
 
-BENCHMARKS: tuple[ModuleType, ...] = (bench_grep, bench_glob, bench_read, bench_memory, bench_sync)
+BENCHMARKS: tuple[ModuleType, ...] = (bench_grep, bench_glob, bench_read, bench_memory, bench_sync, bench_exec)
 
 
 def _environment() -> str:
@@ -31,7 +32,7 @@ def _environment() -> str:
     rg_version = subprocess.run([rg, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
     return (
         f"Python {platform.python_version()} ({sys.executable}), {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {rg_version}\ntree for grep/glob: {bench_grep.TREE}"
+        f"{os.cpu_count()} CPUs, {rg_version}\ntree for grep/glob: {bench_grep.TREE}\n{bench_exec.describe()}"
     )
 
 
