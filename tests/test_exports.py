@@ -5,15 +5,17 @@ from __future__ import annotations
 import agent_backends
 
 EXPECTED = {
-    "AgentBackendsError", "BackendProtocol", "BackgroundProcess", "BaseSandbox", "BlockingCallInEventLoopError",
-    "CompositeBackend", "DockerSandbox", "EditResult", "EngineUnavailableError", "ExecuteResponse",
-    "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend", "GrepMatch",
-    "GrepMatches", "ImageNotFoundError", "InvalidPathError", "LocalBackend", "OutputChunk", "PathError",
-    "PathEscapeError", "PathIsDirectoryError", "PathNotDirectoryError", "PathNotFoundError", "PathPermissionError",
-    "Process", "ProcessError", "ProcessNotFoundError", "RipgrepNotFoundError", "SandboxError",
-    "SandboxNotStartedError", "SandboxProtocol", "SearchError", "SessionError", "StateBackend",
+    "AgentBackendsError", "BUILTIN_RUNTIMES", "BackendProtocol", "BackgroundProcess", "BaseSandbox",
+    "BlockingCallInEventLoopError", "CompositeBackend", "DockerSandbox", "EditResult", "EngineUnavailableError",
+    "ExecuteResponse", "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend",
+    "GrepMatch", "GrepMatches", "ImageNotFoundError", "InvalidPathError", "InvalidUserIdError", "LocalBackend",
+    "OutputChunk", "PathError", "PathEscapeError", "PathIsDirectoryError", "PathNotDirectoryError",
+    "PathNotFoundError", "PathPermissionError", "Process", "ProcessError", "ProcessNotFoundError",
+    "RipgrepNotFoundError", "RuntimeBuildError", "RuntimeConfig", "SandboxError", "SandboxNotStartedError",
+    "SandboxProtocol", "SearchError", "SessionError", "SessionLimitError", "SessionManager", "StateBackend",
     "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
-    "SyncStateBackend", "WriteResult", "remove_leftover_sandboxes",
+    "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "get_runtime",
+    "remove_leftover_sandboxes",
 }  # fmt: skip
 
 
@@ -22,7 +24,8 @@ def test_all_is_pinned_and_importable() -> None:
     assert len(agent_backends.__all__) == len(EXPECTED)
     for name in EXPECTED:
         obj = getattr(agent_backends, name)
-        assert getattr(obj, "__module__", "").startswith("agent_backends"), name
+        if callable(obj):  # classes and functions; BUILTIN_RUNTIMES is data
+            assert obj.__module__.startswith("agent_backends"), name
 
 
 def test_errors_inherit_the_builtin_they_mean() -> None:

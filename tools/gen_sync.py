@@ -32,6 +32,7 @@ TWINS: list[tuple[str, str]] = [
     ("agent_backends.backends.composite", "CompositeBackend"),
     ("agent_backends.backends.local", "LocalBackend"),
     ("agent_backends.backends.docker", "DockerSandbox"),
+    ("agent_backends.sessions", "SessionManager"),
 ]
 # Lifecycle is the twin's own: its constructor starts and enters the object, close() leaves it.
 _SKIP = {"__aenter__", "__aexit__", "aclose", "start"}
@@ -157,24 +158,34 @@ def _twin(module_name: str, class_name: str, imports: _Imports) -> str:
                 continue
             is_property = any(isinstance(d, ast.Name) and d.id == "property" for d in node.decorator_list)
             is_stream = isinstance(node.returns, ast.Name) and node.returns.id == "Process"
+            twinned = {name for _, name in TWINS}
+            view = node.returns.id if isinstance(node.returns, ast.Name) and node.returns.id in twinned else None
             public = not node.name.startswith("_") and node.name not in _SKIP
             if not public or not (is_property or is_stream or isinstance(node, ast.AsyncFunctionDef)):
                 continue
             seen.add(node.name)
             annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs]
-            annotations += [] if is_stream else [node.returns]
+            annotations += [] if is_stream or view else [node.returns]
             imports.need(owner, set().union(*(_names(a) for a in annotations)), runtime=False)
             defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
             imports.need(owner, set().union(set(), *(_names(d) for d in defaults)), runtime=True)
             returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
             if is_stream:
                 returns = " -> SyncProcess"
+            elif view is not None:
+                returns = f" -> Sync{view}"
             doc = _docline(node)
             docstring = f'        """{doc}"""\n' if doc else ""
             if is_stream:
                 members.append(
                     f"    def {node.name}({ast.unparse(node.args)}){returns}:\n{docstring}"
                     f"        return self._stream(self._async.{node.name}, {_call_args(node.args)})\n"
+                )
+            elif view is not None:
+                members.append(
+                    f"    def {node.name}({ast.unparse(node.args)}){returns}:\n{docstring}"
+                    f"        return self._view(Sync{view}, self._async.{node.name}"
+                    f"{', ' if _call_args(node.args) else ''}{_call_args(node.args)})\n"
                 )
             elif is_property:
                 members.append(

@@ -105,6 +105,10 @@ def _shutdown(loop: _LoopThread, release: Callable[[], None] | None) -> None:
         loop.stop()
 
 
+def _nothing() -> None:
+    """What closing a view does: the object belongs to whoever made it."""
+
+
 def _ensure_no_running_loop(method: str, async_name: str) -> None:
     try:
         asyncio.get_running_loop()
@@ -213,6 +217,19 @@ class SyncTwin(Generic[_A]):
     def _stream(self, method: Callable[..., Process], /, *args: Any, **kwargs: Any) -> SyncProcess:
         _ensure_no_running_loop(f"{type(self).__name__}.open_process", f"{type(self._async).__name__}.open_process")
         return SyncProcess(self._loop, functools.partial(method, *args, **kwargs))
+
+    def _view(self, twin: type[_T], method: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> _T:
+        """Call ``method`` and wrap the async object it returns in ``twin``, sharing this twin's loop.
+
+        The view does not own the object: its ``close()`` does nothing; the object's owner (a session manager,
+        say) decides when it goes.
+        """
+        target: object = self._call(method, *args, **kwargs)
+        view = object.__new__(twin)
+        shared = cast(SyncTwin[object], view)
+        shared._async, shared._loop = target, self._loop
+        shared._finalizer = weakref.finalize(shared, _nothing)
+        return view
 
     def _attr(self, name: str) -> Any:
         return self._loop.call(getattr, self._async, name)

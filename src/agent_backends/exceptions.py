@@ -20,8 +20,12 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     ├── SandboxError
     │   ├── SandboxNotStartedError ...... RuntimeError     (used outside ``async with`` / after ``aclose``)
     │   ├── ImageNotFoundError .......... LookupError      (the image is not present locally)
-    │   └── EngineUnavailableError ...... ConnectionError  (the Docker/Podman daemon cannot be reached)
+    │   ├── EngineUnavailableError ...... ConnectionError  (the Docker/Podman daemon cannot be reached)
+    │   ├── UnknownRuntimeError ......... LookupError      (no runtime of that name; the message lists them)
+    │   └── RuntimeBuildError                              (a runtime's image failed to build)
     └── SessionError
+        ├── SessionLimitError                              (max_sessions reached)
+        └── InvalidUserIdError .......... ValueError       (a user id that is not a safe directory name)
     BlockingCallInEventLoopError ........ RuntimeError     (a sync twin called from inside a running loop)
 
 Foreign errors (``OSError``, aiodocker's) are mapped where they enter the library, always ``raise ... from exc``.
@@ -43,6 +47,10 @@ __all__ = (
     "PathPermissionError",
     "EngineUnavailableError",
     "ImageNotFoundError",
+    "InvalidUserIdError",
+    "RuntimeBuildError",
+    "SessionLimitError",
+    "UnknownRuntimeError",
     "ProcessError",
     "ProcessNotFoundError",
     "SandboxNotStartedError",
@@ -125,8 +133,24 @@ class EngineUnavailableError(SandboxError, ConnectionError):
     """The container engine's API cannot be reached."""
 
 
+class UnknownRuntimeError(SandboxError, LookupError):
+    """No runtime has that name."""
+
+
+class RuntimeBuildError(SandboxError):
+    """Building a runtime's image failed; the message holds the failing step's output."""
+
+
 class SessionError(AgentBackendsError):
     """A session could not be created or found."""
+
+
+class SessionLimitError(SessionError):
+    """The manager already holds ``max_sessions`` sessions."""
+
+
+class InvalidUserIdError(SessionError, ValueError):
+    """A user id that is not a safe directory name."""
 
 
 class BlockingCallInEventLoopError(AgentBackendsError, RuntimeError):

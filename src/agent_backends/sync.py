@@ -17,13 +17,16 @@ from agent_backends.backends.docker import DockerSandbox
 from agent_backends.backends.filesystem import FilesystemBackend
 from agent_backends.backends.local import LocalBackend
 from agent_backends.backends.state import StateBackend
+from agent_backends.sessions import SessionManager
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     from agent_backends.process import BackgroundProcess
     from agent_backends.protocol import BackendProtocol
+    from agent_backends.runtime import RuntimeConfig
     from agent_backends.types import (
         EditResult,
         ExecuteResponse,
@@ -40,6 +43,7 @@ __all__ = (
     "SyncCompositeBackend",
     "SyncLocalBackend",
     "SyncDockerSandbox",
+    "SyncSessionManager",
 )
 
 
@@ -379,7 +383,8 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         pids_limit: int | None = None,
         network: bool = False,
         user: str | None = None,
-        runtime: str | None = None,
+        runtime: str | RuntimeConfig | None = None,
+        oci_runtime: str | None = None,
         labels: Mapping[str, str] | None = None,
         auto_remove: bool = True,
         docker_url: str | None = None,
@@ -400,6 +405,7 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
                 network=network,
                 user=user,
                 runtime=runtime,
+                oci_runtime=oci_runtime,
                 labels=labels,
                 auto_remove=auto_remove,
                 docker_url=docker_url,
@@ -413,6 +419,10 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
     def id(self) -> str:
         """The container id."""
         return self._attr("id")
+
+    def is_running(self) -> bool:
+        """Whether the container still runs (it may have been killed or removed from outside)."""
+        return self._call(self._async.is_running)
 
     def stop(self) -> None:
         """Remove the container (the seeds' name for ``aclose``)."""
@@ -503,3 +513,48 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
     def download_files(self, paths: Sequence[str]) -> list[FileTransfer]:
         """Read each path's bytes; results in the same order, each with its content or its error."""
         return self._call(self._async.download_files, paths)
+
+
+class SyncSessionManager(SyncTwin[SessionManager]):
+    """Blocking twin of `SessionManager`.
+
+    Keep one sandbox per user.
+    """
+
+    def __init__(
+        self,
+        default_runtime: str | RuntimeConfig = "python-minimal",
+        workspace_root: str | os.PathLike[str] = "./workspaces",
+        *,
+        max_sessions: int = 50,
+        idle_timeout: float | None = 30 * 60,
+        wait_for_slot: bool = False,
+        docker_url: str | None = None,
+        sandbox_options: Mapping[str, Any] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._setup(
+            lambda: SessionManager(
+                default_runtime,
+                workspace_root,
+                max_sessions=max_sessions,
+                idle_timeout=idle_timeout,
+                wait_for_slot=wait_for_slot,
+                docker_url=docker_url,
+                sandbox_options=sandbox_options,
+                progress=progress,
+            )
+        )
+
+    @property
+    def sessions(self) -> dict[str, DockerSandbox]:
+        """The running sessions: user id to sandbox (a copy)."""
+        return self._attr("sessions")
+
+    def get_or_create(self, user_id: str, *, runtime: str | RuntimeConfig | None = None) -> SyncDockerSandbox:
+        """The user's running sandbox, started (or replaced, if it died) when needed."""
+        return self._view(SyncDockerSandbox, self._async.get_or_create, user_id, runtime=runtime)
+
+    def release(self, user_id: str) -> None:
+        """Stop the user's sandbox (its workspace directory stays); nothing happens if there is none."""
+        return self._call(self._async.release, user_id)

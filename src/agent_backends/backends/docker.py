@@ -43,6 +43,7 @@ from agent_backends.exceptions import (
     SandboxNotStartedError,
 )
 from agent_backends.process import OutputChunk, Process, exit_status, exit_unwrapped
+from agent_backends.runtime import BUILTIN_RUNTIMES, RuntimeConfig, ensure_runtime_image
 from agent_backends.types import FileInfo
 
 if TYPE_CHECKING:
@@ -60,11 +61,14 @@ _STDERR_LIMIT = 64 * 1024
 _INLINE_PACK_BYTES = 256 * 1024
 _DIR_BIT = 1 << 31
 _LINK_BIT = 1 << 27
-# $1: the command, $2: the pid file. The command gets its own session (process group id == its pid) and the stdin
-# this exec was given; after it exits, whatever it left in its group is killed.
+# $1: the command, $2: the pid file, $3: non-empty when ``stdin=`` bytes are fed. The command gets its own session
+# (process group id == its pid) and the stdin this exec was given; after it exits, whatever it left in its group is
+# killed, and input it left unread is read to its end: while input is pending, the engine keeps the exec attached
+# long after the command is gone. Once the command has its stderr, the wrapper's own goes: dash reports a killed job
+# ("Killed"), which is no output of the command's.
 _WRAPPER = (
-    'exec 3<&0; setsid /bin/sh -c "$1" <&3 3<&- & pid=$!; exec 3<&-; echo "$pid" > "$2"; '
-    'wait "$pid"; rc=$?; kill -9 "-$pid" 2>/dev/null; rm -f "$2"; exit "$rc"'
+    'exec 3<&0; setsid /bin/sh -c "$1" <&3 3<&- & pid=$!; exec 3<&- 2>/dev/null; echo "$pid" > "$2"; '
+    'wait "$pid"; rc=$?; kill -9 "-$pid" 2>/dev/null; rm -f "$2"; [ -z "$3" ] || cat >/dev/null; exit "$rc"'
 )
 _KILLER = (
     'for i in 1 2 3 4 5 6 7 8 9 10; do [ -s "$1" ] && break; sleep 0.05; done; '
@@ -114,12 +118,14 @@ class _DockerProcess(Process):
     ) -> None:
         self._sandbox, self._stdin, self._interactive = sandbox, stdin, interactive
         self._pidfile = f"/tmp/.agent-backends-{uuid.uuid4().hex}.pid"
-        self._argv = ["/bin/sh", "-c", _WRAPPER, "sh", *argv, self._pidfile]
+        drain = "drain" if stdin is not None and not interactive else ""
+        self._argv = ["/bin/sh", "-c", _WRAPPER, "sh", *argv, self._pidfile, drain]
         self._options = exec_options
         self._exec: Exec | None = None
         self._stream: Stream | None = None
         self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
         self._ended = anyio.Event()  # the output reached its end: the command is gone
+        self._kill_sent = False
         self._pump_scope = anyio.CancelScope(shield=True)  # only _stop ends the pump, so it sees that end
         self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._returncode: int | None = None
@@ -190,6 +196,8 @@ class _DockerProcess(Process):
             if not self._ended.is_set():
                 await self.kill()
                 with anyio.move_on_after(_KILL_SECONDS):
+                    if self._interactive or self._stdin is not None:
+                        await self.close_stdin()  # the end of input ends a wrapper still reading it
                     await self._ended.wait()
         self._pump_scope.cancel()
         tasks.cancel_scope.cancel()
@@ -212,6 +220,8 @@ class _DockerProcess(Process):
     async def _send_stdin(self, data: bytes | str) -> None:
         if self._stream is None or not (self._interactive or self._stdin is not None):
             raise ProcessError("standard input is closed; open the process with interactive=True to write to it")
+        if self._ended.is_set():  # the engine has closed the connection
+            raise ProcessError("the process no longer reads its standard input")
         try:
             with _engine_errors("could not write to the command's stdin", self._sandbox.docker_url):
                 await self._stream.write_in(data.encode() if isinstance(data, str) else data)
@@ -227,8 +237,11 @@ class _DockerProcess(Process):
             transport.write_eof()
 
     async def kill(self) -> None:
-        if self._ended.is_set():
+        # Once is enough: the group is gone and the wrapper has removed the pid file, so a second kill would only
+        # wait for a pid file that never comes back.
+        if self._ended.is_set() or self._kill_sent:
             return
+        self._kill_sent = True
         await self._sandbox._exec_and_wait(["/bin/sh", "-c", _KILLER, "sh", self._pidfile])  # pyright: ignore[reportPrivateUsage]
 
     async def wait(self) -> int | None:
@@ -259,7 +272,9 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         pids_limit: the most processes the container may hold.
         network: give the container a network (off by default: ``NetworkMode=none``).
         user: the user commands and files belong to (``"1000:1000"``, a name, ...).
-        runtime: the OCI runtime, e.g. ``"runsc"`` for gVisor.
+        runtime: a ``RuntimeConfig`` or a built-in runtime's name (its image is built once, on first use, and
+            replaces ``image``); any other string names the OCI runtime, e.g. ``"runsc"`` for gVisor.
+        oci_runtime: the OCI runtime, when ``runtime`` names a runtime configuration.
         labels: extra labels; every sandbox also carries ``agent-backends.sandbox``.
         auto_remove: remove the container when the sandbox closes (default); else only stop it.
         docker_url: the engine's API, e.g. ``unix:///run/podman/podman.sock``; default: Docker's usual socket.
@@ -279,7 +294,8 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         pids_limit: int | None = None,
         network: bool = False,
         user: str | None = None,
-        runtime: str | None = None,
+        runtime: str | RuntimeConfig | None = None,
+        oci_runtime: str | None = None,
         labels: Mapping[str, str] | None = None,
         auto_remove: bool = True,
         docker_url: str | None = None,
@@ -294,8 +310,16 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         if workspace_dir is not None:
             self.volumes[os.path.abspath(os.fspath(workspace_dir))] = self.work_dir
         self.memory, self.cpus, self.pids_limit = memory, cpus, pids_limit
-        self.network, self.user, self.runtime = network, user, runtime
+        self.network, self.user = network, user
+        self.runtime_config = runtime if isinstance(runtime, RuntimeConfig) else BUILTIN_RUNTIMES.get(runtime or "")
+        self.runtime = oci_runtime if self.runtime_config is not None or runtime is None else str(runtime)
+        if self.runtime_config is not None:
+            self.image, self.env = self.runtime_config.image_tag, {**self.runtime_config.env_vars, **self.env}
+            self.memory = self.memory if self.memory is not None else self.runtime_config.memory
+            self.cpus = self.cpus if self.cpus is not None else self.runtime_config.cpus
+            self.pids_limit = self.pids_limit if self.pids_limit is not None else self.runtime_config.pids_limit
         self.labels = {**(labels or {}), SANDBOX_LABEL: uuid.uuid4().hex}
+        self.name = f"agent-backends-{self.labels[SANDBOX_LABEL][:16]}"  # known before the engine answers
         self.auto_remove = auto_remove
         self.docker_url = docker_url
         self.default_timeout = default_timeout
@@ -310,6 +334,17 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
     def id(self) -> str:
         """The container id."""
         return self._running().id
+
+    async def is_running(self) -> bool:
+        """Whether the container still runs (it may have been killed or removed from outside)."""
+        if self._container is None:
+            return False
+        try:
+            with _engine_errors("could not inspect the container", self.docker_url):
+                state = await self._container.show()  # pyright: ignore[reportUnknownMemberType]
+        except SandboxError:
+            return False
+        return bool(state.get("State", {}).get("Running"))
 
     def _running(self) -> DockerContainer:
         if self._container is None:
@@ -349,6 +384,9 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         docker = _aiodocker().Docker(url=self.docker_url)
         self._docker = docker
         try:
+            if self.runtime_config is not None:
+                with _engine_errors(f"could not build runtime {self.runtime_config.name!r}", self.docker_url):
+                    await ensure_runtime_image(docker, self.runtime_config)
             with _engine_errors("could not reach the engine", self.docker_url):
                 try:
                     await docker.images.inspect(self.image)
@@ -360,13 +398,14 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                         "build it or load it (`docker load`) first"
                     ) from exc
             with _engine_errors(f"could not start a container from {self.image!r}", self.docker_url):
-                self._container = await docker.containers.run(self._container_config())
+                self._container = await docker.containers.run(self._container_config(), name=self.name)
             await self._start_tasks()
             if self.user is not None:
                 ids = await self._run("id -u; id -g")
                 numbers = ids.stdout.split()
                 if len(numbers) == 2 and all(n.isdigit() for n in numbers):
                     self._owner = (int(numbers[0]), int(numbers[1]))
+                    await self._give_work_dir()
         except BaseException:
             await self.aclose()
             raise
@@ -386,6 +425,10 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         docker, self._docker = self._docker, None
         with anyio.CancelScope(shield=True):
             try:
+                if container is None and docker is not None:
+                    # A start cut short may have created the container without our learning its id: find it by name.
+                    with contextlib.suppress(SandboxError), _engine_errors("could not find the container", None):
+                        container = await docker.containers.get(self.name)  # pyright: ignore[reportUnknownMemberType]
                 if container is not None:
                     with contextlib.suppress(SandboxError), _engine_errors("could not remove the container", None):
                         if self.auto_remove:
@@ -416,11 +459,21 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         data = stdin.encode() if isinstance(stdin, str) else stdin
         return _DockerProcess(self, [command], stdin=data, interactive=interactive, **options)
 
-    async def _exec_and_wait(self, argv: list[str]) -> None:
-        """Run a helper command (no wrapper) to completion."""
+    async def _give_work_dir(self) -> None:
+        """Give ``user`` the work dir when it is the empty, root-owned one the engine made: else no command could
+        create a file in its own working directory. A mounted directory keeps its owner."""
+        uid, gid = self._owner
+        if uid == 0 or any(inside.split(":")[0] == self.work_dir for inside in self.volumes.values()):
+            return
+        script = '[ -z "$(ls -A "$1")" ] && [ "$(stat -c %u "$1")" = 0 ] && chown "$2" "$1"; true'
+        await self._exec_and_wait(["/bin/sh", "-c", script, "sh", self.work_dir, f"{uid}:{gid}"], user="0")
+
+    async def _exec_and_wait(self, argv: list[str], *, user: str | None = None) -> None:
+        """Run a helper command (no wrapper) to completion, as the container's user unless ``user`` is given."""
         container = self._running()
+        options: dict[str, Any] = {} if user is None else {"user": user}
         with _engine_errors("could not run a helper command", self.docker_url):
-            run = await container.exec(argv, stdout=True, stderr=True)
+            run = await container.exec(argv, stdout=True, stderr=True, **options)
             async with run.start(detach=False) as stream:
                 while await stream.read_out() is not None:
                     pass
@@ -558,6 +611,12 @@ async def remove_leftover_sandboxes(docker_url: str | None = None, *, label: str
     async with aiodocker.Docker(url=docker_url) as docker:
         with _engine_errors("could not list leftover sandboxes", docker_url):
             containers = await docker.containers.list(all=True, filters={"label": [label]})
+            removed: list[str] = []
             for container in containers:
-                await container.delete(force=True)
-    return [container.id for container in containers]
+                try:
+                    await container.delete(force=True)
+                except aiodocker.DockerError as exc:
+                    if exc.status not in (404, 409):  # already gone, or being removed by someone else
+                        raise
+                removed.append(container.id)
+    return removed

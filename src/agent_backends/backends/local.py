@@ -63,21 +63,26 @@ class _LocalProcess(Process):
         try:
             cwd = await anyio.to_thread.run_sync(self._workdir)
             piped = self._interactive or self._stdin is not None
-            try:
-                process = await anyio.open_process(
-                    self._argv,
-                    cwd=cwd,
-                    env=self._env,
-                    stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ProcessError(f"could not start /bin/sh: {exc}") from exc
+            spawned: anyio.abc.Process | None = None
+            # Shielded: cancelled once the shell is spawned, asyncio would kill the shell alone, not its group, and
+            # what the shell already started would run on, unseen. Cancellation comes at the next checkpoint instead.
+            with anyio.CancelScope(shield=True):
+                try:
+                    spawned = await anyio.open_process(
+                        self._argv,
+                        cwd=cwd,
+                        env=self._env,
+                        stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    raise ProcessError(f"could not start /bin/sh: {exc}") from exc
         except BaseException:  # a refused cwd, say: nothing started, but the channel must not leak
             self._send.close()
             self._receive.close()
             raise
-        self._process = process
+        assert spawned is not None
+        self._process = process = spawned
         self._stack.push_async_callback(self._close)  # runs last, once the pumps are gone
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._stop, tasks)  # runs first
