@@ -110,12 +110,13 @@ def test_many_threads_share_one_twin(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_the_loop_thread() -> None:
-    before = threading.active_count()
     backend = SyncStateBackend()
-    assert threading.active_count() == before + 1
+    thread = backend._loop._thread  # pyright: ignore[reportPrivateUsage]
+    assert thread.is_alive()
+    assert thread.daemon, "a forgotten twin must never block interpreter exit"
     backend.close()
     backend.close()
-    assert threading.active_count() == before
+    assert not thread.is_alive()
 
 
 def test_ctrl_c_cancels_the_work_in_the_loop() -> None:
