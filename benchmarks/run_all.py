@@ -20,11 +20,20 @@ import bench_glob
 import bench_grep
 import bench_memory
 import bench_read
+import bench_sessions
 import bench_sync
 from _common import Result, parse_args, print_table
 from agent_backends._ripgrep import find_rg
 
-BENCHMARKS: tuple[ModuleType, ...] = (bench_grep, bench_glob, bench_read, bench_memory, bench_sync, bench_exec)
+BENCHMARKS: tuple[ModuleType, ...] = (
+    bench_grep,
+    bench_glob,
+    bench_read,
+    bench_memory,
+    bench_sync,
+    bench_exec,
+    bench_sessions,
+)
 
 
 def _environment() -> str:

@@ -36,11 +36,12 @@ settings.register_profile("fuzz", max_examples=10_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 STORAGE_KINDS = ["state", "filesystem", "filesystem-virtual", "composite", "sync-state", "sync-filesystem"]
-EXEC_KINDS = ["local", "shell-sandbox", "docker", "docker-busybox", "sync-local", "sync-docker"]
+EXEC_KINDS = ["local", "shell-sandbox", "docker", "docker-busybox", "sync-local", "sync-docker", "podman", "gvisor"]
 KINDS = STORAGE_KINDS + EXEC_KINDS
 
 PYTHON_IMAGE = "agent-backends-test/python:bookworm"  # Debian + python3 + ripgrep (.ci/build-images.sh)
 BUSYBOX_IMAGE = "agent-backends-test/busybox:latest"  # no ripgrep: grep takes the fallback path
+PODMAN_URL = "unix:///tmp/agent-backends-podman.sock"  # .ci/podman-engine.sh
 TEST_LABEL = "agent-backends.test"
 SESSION = uuid.uuid4().hex
 LABELS = {TEST_LABEL: SESSION}
@@ -67,9 +68,23 @@ def _docker_problem() -> str | None:
     return None
 
 
-def require_docker() -> None:
+@functools.cache
+def _engine_problem(kind: str) -> str | None:
+    """Why the Podman or gVisor tests cannot run here (``None`` when they can)."""
+    if kind == "podman":
+        done = subprocess.run(
+            ["docker", "-H", PODMAN_URL, "image", "inspect", PYTHON_IMAGE], capture_output=True, timeout=60, check=False
+        )
+        return None if done.returncode == 0 else f"no Podman service with {PYTHON_IMAGE} at {PODMAN_URL}"
+    done = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return None if "runsc" in done.stdout else "runsc is not registered with the Docker daemon (.ci/gvisor.sh)"
+
+
+def require_docker(engine: str = "docker") -> None:
     """Skip without a daemon, except in CI (``CI`` set), where a missing daemon is a failure."""
-    problem = _docker_problem()
+    problem = _docker_problem() or (None if engine == "docker" else _engine_problem(engine))
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"Docker tests must run in CI: {problem}")
@@ -129,6 +144,8 @@ def kind(request: pytest.FixtureRequest) -> str:
     kind = str(request.param)
     if "docker" in kind:
         require_docker()
+    elif kind in ("podman", "gvisor"):
+        require_docker(kind)
     return kind
 
 
@@ -147,9 +164,11 @@ async def _open(kind: str, root: Path, kwargs: dict[str, Any]) -> tuple[Any, str
         return await LocalBackend(root, **kwargs).__aenter__(), ""
     if kind == "shell-sandbox":
         return ShellSandbox(str(root), **kwargs), str(root)
-    if kind in ("docker", "docker-busybox"):
-        image = PYTHON_IMAGE if kind == "docker" else BUSYBOX_IMAGE
-        return await DockerSandbox(image, "/workspace", labels=LABELS, **kwargs).__aenter__(), "/workspace"
+    if kind in ("docker", "docker-busybox", "podman", "gvisor"):
+        image = BUSYBOX_IMAGE if kind == "docker-busybox" else PYTHON_IMAGE
+        engine = {"podman": {"docker_url": PODMAN_URL}, "gvisor": {"runtime": "runsc"}}.get(kind, {})
+        sandbox = DockerSandbox(image, "/workspace", labels=LABELS, **engine, **kwargs)
+        return await sandbox.__aenter__(), "/workspace"
     twins: dict[str, tuple[Callable[[], Any], str]] = {
         "sync-state": (lambda: SyncStateBackend(**kwargs), ""),
         "sync-filesystem": (lambda: SyncFilesystemBackend(root, **kwargs), ""),
@@ -193,16 +212,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No test may leave a container behind: remove any, and fail the run if there were some."""
     if _docker_problem.cache_info().currsize == 0 or _docker_problem() is not None:
         return
-    found = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={TEST_LABEL}={SESSION}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    if found:
-        subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
-        print(f"\nERROR: {len(found)} test container(s) were left behind and have been removed: {found}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    podman_used = _engine_problem.cache_info().currsize and _engine_problem("podman") is None
+    for host in ([], ["-H", PODMAN_URL]) if podman_used else ([],):
+        found = subprocess.run(
+            ["docker", *host, "ps", "-aq", "--filter", f"label={TEST_LABEL}={SESSION}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if found:
+            subprocess.run(["docker", *host, "rm", "-f", *found], capture_output=True, check=False)
+            print(f"\nERROR: {len(found)} test container(s) were left behind and have been removed: {found}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -103,6 +103,20 @@ def _engine_errors(what: str, url: str | None) -> Generator[None]:
         ) from exc
 
 
+# The API version each engine negotiated, so later clients skip the ``/version`` round trip (0.5 s on Podman).
+_api_versions: dict[str | None, str] = {}
+
+
+def _client(url: str | None) -> aiodocker.Docker:
+    """An aiodocker client for ``url``, reusing the API version an earlier client negotiated with that engine."""
+    return _aiodocker().Docker(url=url, api_version=_api_versions.get(url, "auto"))
+
+
+def _remember_api_version(url: str | None, docker: aiodocker.Docker) -> None:
+    if docker.api_version != "auto":
+        _api_versions[url] = docker.api_version
+
+
 def _parse_mtime(text: str) -> datetime | None:
     with contextlib.suppress(ValueError):
         head, _, fraction = text.rstrip("Z").partition(".")
@@ -381,7 +395,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         """Create and start the container (``async with`` does this); fails clearly if the image is missing."""
         if self._container is not None:
             return self
-        docker = _aiodocker().Docker(url=self.docker_url)
+        docker = _client(self.docker_url)
         self._docker = docker
         try:
             if self.runtime_config is not None:
@@ -390,6 +404,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             with _engine_errors("could not reach the engine", self.docker_url):
                 try:
                     await docker.images.inspect(self.image)
+                    _remember_api_version(self.docker_url, docker)
                 except _aiodocker().DockerError as exc:
                     if exc.status != 404:
                         raise
@@ -398,7 +413,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                         "build it or load it (`docker load`) first"
                     ) from exc
             with _engine_errors(f"could not start a container from {self.image!r}", self.docker_url):
-                self._container = await docker.containers.run(self._container_config(), name=self.name)
+                self._container = await docker.containers.run(self._container_config(), name=self.name)  # pyright: ignore[reportUnknownMemberType]
             await self._start_tasks()
             if self.user is not None:
                 ids = await self._run("id -u; id -g")

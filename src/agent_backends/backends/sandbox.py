@@ -38,31 +38,37 @@ class CommandResult(NamedTuple):
     stderr: bytes
 
 
+_KINDS = {"directory": True, "d": True, "f": False}  # stat's %F words and find's %Y letters
+
+
 def _parse_stat_line(line: str) -> FileInfo | None:
-    """``FileInfo`` from ``stat -c '%F|%s|%Y|%n'`` output; ``None`` for lines that are not such output."""
+    """``FileInfo`` from a ``type|size|mtime|path`` line (``stat -c`` or ``find -printf``); ``None`` otherwise."""
     parts = line.split("|", 3)
-    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 4 or not parts[1].isdigit():
         return None
     kind, size, mtime, path = parts
-    is_dir = kind == "directory"
-    if not is_dir and not kind.startswith("regular"):
+    is_dir = _KINDS.get(kind, None if not kind.startswith("regular") else False)
+    try:
+        modified = datetime.fromtimestamp(float(mtime), UTC)
+    except ValueError:
+        return None
+    if is_dir is None:
         return None
     return FileInfo(
-        path=path,
-        name=_paths.split_name(path),
-        is_dir=is_dir,
-        size=None if is_dir else int(size),
-        modified_at=datetime.fromtimestamp(int(mtime), UTC),
+        path=path, name=_paths.split_name(path), is_dir=is_dir, size=None if is_dir else int(size), modified_at=modified
     )
 
 
 def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
+    """List entries as ``type|size|mtime|path`` lines: GNU ``find -printf`` where there is one (gVisor rejects the
+    ``statx`` flag GNU ``stat`` uses), else ``stat`` for each entry (busybox)."""
     prune = "".join(f"-path {p} -prune -o " for p in _PSEUDO) if base == "/" else ""
     depth = f"-maxdepth {max_depth} " if max_depth is not None else ""
     kinds = r"\( -type f -o -type l \) " if files_only else ""
+    head = f"find {shlex.quote(base)} -mindepth 1 {depth}{prune}{kinds}"
     return (
-        f"find {shlex.quote(base)} -mindepth 1 {depth}{prune}{kinds}"
-        f"-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; true"
+        f"if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then {head}-printf '%Y|%s|%T@|%p\\n' 2>/dev/null; "
+        f"else {head}-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; fi; true"
     )
 
 
@@ -139,7 +145,8 @@ class BaseSandbox(StorageBackend):
         """Run ``rg`` in the sandbox, feeding its stdout to ``parser``; (exit code, stderr)."""
         result = await self._run(shlex.join(["rg", *arguments]))
         parser.feed(result.stdout + b"\n")
-        return result.exit_code, result.stderr
+        # Through ``execute`` the streams are merged: ripgrep's error message is then in stdout.
+        return result.exit_code, result.stderr or result.stdout
 
     # --- storage primitives --------------------------------------------------------------------------------------
 
