@@ -16,8 +16,8 @@ DEV = ".[dev]"
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """A tour of the backends on an embedded default (a temporary directory); no Docker, no API key."""
-    session.install("-e", ".[ripgrep]")
+    """An agent fixing a bug through the console tools, in a temporary directory; no Docker, no API key."""
+    session.install("-e", ".[ripgrep,pydantic-ai]")
     session.run("agent-backends", "demo", *session.posargs)
 
 
@@ -55,6 +55,13 @@ def generate(session: nox.Session) -> None:
     """Regenerate the sync twins (``-- --check``: fail if the checked-in file is stale)."""
     session.install("-e", DEV)
     session.run("python", "tools/gen_sync.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site with mkdocs in strict mode (a broken link or docstring reference fails): ``site/``."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
 
 
 @nox.session

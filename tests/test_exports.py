@@ -6,16 +6,16 @@ import agent_backends
 
 EXPECTED = {
     "AgentBackendsError", "BUILTIN_RUNTIMES", "BackendProtocol", "BackgroundProcess", "BaseSandbox",
-    "BlockingCallInEventLoopError", "CompositeBackend", "DockerSandbox", "EditResult", "EngineUnavailableError",
-    "ExecuteResponse", "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer", "FilesystemBackend",
-    "GrepMatch", "GrepMatches", "ImageNotFoundError", "InvalidPathError", "InvalidUserIdError", "LocalBackend",
-    "OutputChunk", "PathError", "PathEscapeError", "PathIsDirectoryError", "PathNotDirectoryError",
+    "BlockingCallInEventLoopError", "CompositeBackend", "ConsoleDeps", "DeepAgentDeps", "DockerSandbox", "EditResult",
+    "EngineUnavailableError", "ExecuteResponse", "ExecutionNotSupportedError", "FileData", "FileInfo", "FileTransfer",
+    "FilesystemBackend", "GrepMatch", "GrepMatches", "ImageNotFoundError", "InvalidPathError", "InvalidUserIdError",
+    "LocalBackend", "OutputChunk", "PathError", "PathEscapeError", "PathIsDirectoryError", "PathNotDirectoryError",
     "PathNotFoundError", "PathPermissionError", "Process", "ProcessError", "ProcessNotFoundError",
     "RipgrepNotFoundError", "RuntimeBuildError", "RuntimeConfig", "SandboxError", "SandboxNotStartedError",
     "SandboxProtocol", "SearchError", "SessionError", "SessionLimitError", "SessionManager", "StateBackend",
     "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
-    "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "get_runtime",
-    "remove_leftover_sandboxes",
+    "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "create_console_toolset",
+    "get_console_system_prompt", "get_runtime", "remove_leftover_sandboxes",
 }  # fmt: skip
 
 

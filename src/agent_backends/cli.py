@@ -1,21 +1,25 @@
-"""``agent-backends``: the command line. ``demo`` tours the backends on a temporary directory (or ``--dir``).
+"""``agent-backends``: the command line.
 
-Every step prints the call it makes and what came back, exactly as an agent's tool loop would see it.
+``demo`` runs an agent through the console tools (scripted by default: no API key, no Docker); ``tour`` shows the
+backends' calls one by one; ``ls``, ``read``, ``grep`` and ``exec`` act once on the host or in a container.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from agent_backends.backends.composite import CompositeBackend
+from agent_backends.backends.docker import DockerSandbox
 from agent_backends.backends.filesystem import FilesystemBackend
+from agent_backends.backends.local import LocalBackend
 from agent_backends.backends.state import StateBackend
 
 __all__ = ("main",)
@@ -62,20 +66,84 @@ async def _tour(root: Path) -> None:
     print("\nDone. Every call above is awaitable; each backend class also has a blocking Sync twin.")
 
 
+@contextlib.asynccontextmanager
+async def _backend(directory: Path | None, image: str | None) -> AsyncGenerator[LocalBackend | DockerSandbox]:
+    """The backend commands act on: a container from ``image``, else the host in ``directory`` (or a temp dir)."""
+    if image is not None:
+        async with DockerSandbox(image, "/workspace") as sandbox:
+            yield sandbox
+        return
+    with contextlib.ExitStack() as stack:
+        root = directory or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-backends-demo-")))
+        async with LocalBackend(root) as backend:
+            print(f"workspace: {root}", flush=True)
+            yield backend
+
+
+async def _one_shot(args: argparse.Namespace) -> int:
+    async with _backend(args.dir, args.docker) as backend:
+        if args.command == "demo":
+            from agent_backends.demo import run_demo
+
+            await run_demo(backend, args.model)
+            return 0
+        if args.command == "ls":
+            for info in await backend.ls_info(args.path):
+                print(f"{info.path}/" if info.is_dir else f"{info.path}\t{info.size}")
+            return 0
+        if args.command == "read":
+            print(await backend.read(args.path, args.offset, args.limit))
+            return 0
+        if args.command == "grep":
+            found = await backend.grep_raw(args.pattern, args.path, args.glob)
+            if isinstance(found, str):
+                print(found, file=sys.stderr)
+                return 2
+            for match in found:
+                print(f"{match.path}:{match.line_number}: {match.line}")
+            return 0 if found else 1
+        response = await backend.execute(args.shell_command, args.timeout)
+        print(response.output, end="")
+        return response.exit_code if response.exit_code is not None else 124
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agent-backends`` console script."""
     parser = argparse.ArgumentParser(prog="agent-backends", description="Backends for AI agents: files and code.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="tour the backends on a temporary directory")
-    demo.add_argument("--dir", type=Path, help="use this directory instead of a temporary one")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--dir", type=Path, help="work in this directory on the host (default: a temporary one)")
+    where.add_argument("--docker", metavar="IMAGE", help="work in a container of this (locally present) image")
+    demo = commands.add_parser("demo", parents=[where], help="an agent fixing a bug through the console tools")
+    demo.add_argument("--sandbox", choices=["local", "docker"], default="local", help="where the agent works")
+    demo.add_argument("--image", default="python:3.12-slim", help="the image for --sandbox docker")
+    demo.add_argument("--model", help="a pydantic-ai model name, e.g. openai:gpt-4o (default: scripted, no key)")
+    tour = commands.add_parser("tour", help="a tour of the backends' calls on a temporary directory")
+    tour.add_argument("--dir", type=Path, help="use this directory instead of a temporary one")
+    ls = commands.add_parser("ls", parents=[where], help="list a directory")
+    ls.add_argument("path", nargs="?", default="/")
+    read = commands.add_parser("read", parents=[where], help="read a file with line numbers")
+    read.add_argument("path")
+    read.add_argument("--offset", type=int, default=0)
+    read.add_argument("--limit", type=int, default=2000)
+    grep = commands.add_parser("grep", parents=[where], help="search file contents (ripgrep syntax)")
+    grep.add_argument("pattern")
+    grep.add_argument("path", nargs="?")
+    grep.add_argument("--glob")
+    run = commands.add_parser("exec", parents=[where], help="run a shell command")
+    run.add_argument("shell_command", metavar="command")
+    run.add_argument("--timeout", type=float)
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "tour":
         if args.dir is not None:
             anyio.run(_tour, args.dir.resolve())
         else:
-            with tempfile.TemporaryDirectory(prefix="agent-backends-demo-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="agent-backends-tour-") as tmp:
                 anyio.run(_tour, Path(tmp))
-    return 0
+        return 0
+    if args.command == "demo" and args.sandbox == "docker" and args.docker is None:
+        args.docker = args.image
+    return anyio.run(_one_shot, args)
 
 
 if __name__ == "__main__":

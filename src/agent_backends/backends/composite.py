@@ -80,8 +80,9 @@ class CompositeBackend(BatchTransfers):
         """Close the backends entered by ``async with``; idempotent."""
         stack, self._stack = self._stack, None
         if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+            # Not under a cancel scope of ours: a child's task group must be left in the scope it was entered in;
+            # each child shields its own cleanup.
+            await stack.aclose()
 
     # --- routing ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,158 @@
+"""The console toolset: the backend's operations as pydantic-ai tools, reading the backend from ``ctx.deps``.
+
+Tool results are plain text a model can act on: listings, ``cat -n`` reads, ``path:line: text`` grep hits, command
+output with its exit code. Failures come back as ``"Error: ..."`` text, never a traceback, and every result is
+bounded (``max_output_chars``). ``execute`` is offered only when the deps' backend can execute. Per-tool approval
+(``interrupt_on={"execute": True}``) uses pydantic-ai's deferred tool approvals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+
+from pydantic_ai import FunctionToolset, RunContext
+from pydantic_ai.tools import ToolDefinition
+
+from agent_backends.backends.composite import CompositeBackend
+from agent_backends.console import ConsoleDeps, can_execute
+from agent_backends.exceptions import AgentBackendsError
+from agent_backends.process import OutputBuffer, OutputChunk
+from agent_backends.protocol import SandboxProtocol
+from agent_backends.types import GrepMatches
+
+__all__ = ("create_console_toolset",)
+
+TOOL_NAMES = ("ls", "read_file", "write_file", "edit_file", "glob", "grep", "execute")
+_MAX_LISTED = 500
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    buffer = OutputBuffer(limit)
+    buffer.feed(OutputChunk("stdout", text.encode()))
+    return buffer.text()
+
+
+async def _errors_as_text(call: Awaitable[str]) -> str:
+    try:
+        return await call
+    except AgentBackendsError as exc:
+        return f"Error: {exc}"
+
+
+def create_console_toolset(
+    *,
+    interrupt_on: Mapping[str, bool] | None = None,
+    include_execute: bool = True,
+    max_output_chars: int = 30_000,
+    command_timeout: float | None = None,
+    toolset_id: str = "console",
+) -> FunctionToolset[ConsoleDeps]:
+    """A pydantic-ai toolset with ``ls``, ``read_file``, ``write_file``, ``edit_file``, ``glob``, ``grep`` and
+    ``execute``, working on ``ctx.deps.backend``.
+
+    Args:
+        interrupt_on: tool name to whether it needs approval first, e.g. ``{"execute": True}``; the run then
+            ends with ``DeferredToolRequests`` (see pydantic-ai's deferred tools) until approved or denied.
+        include_execute: offer ``execute`` (still only when the backend can execute).
+        max_output_chars: the most text any one tool returns (head and tail kept).
+        command_timeout: seconds before ``execute`` kills a command (``None``: the backend's default).
+        toolset_id: the toolset's id.
+    """
+    approvals = dict(interrupt_on or {})
+    unknown = set(approvals) - set(TOOL_NAMES)
+    if unknown:
+        raise ValueError(f"interrupt_on names unknown tools {sorted(unknown)}; the tools are {', '.join(TOOL_NAMES)}")
+    toolset: FunctionToolset[ConsoleDeps] = FunctionToolset(id=toolset_id)
+
+    def needs(name: str) -> bool:
+        return approvals.get(name, False)
+
+    @toolset.tool(requires_approval=needs("ls"))
+    async def ls(ctx: RunContext[ConsoleDeps], path: str = "/") -> str:
+        """List a directory: one entry per line, directories end with '/', files show their size in bytes."""
+
+        async def run() -> str:
+            entries = await ctx.deps.backend.ls_info(path)
+            lines = [f"{e.path}/" if e.is_dir else f"{e.path} ({e.size} bytes)" for e in entries[:_MAX_LISTED]]
+            if len(entries) > _MAX_LISTED:
+                lines.append(f"... [{len(entries) - _MAX_LISTED} more entries not shown]")
+            return "\n".join(lines) or f"(directory {path} is empty)"
+
+        return _bounded(await _errors_as_text(run()), max_output_chars)
+
+    @toolset.tool(requires_approval=needs("read_file"))
+    async def read_file(ctx: RunContext[ConsoleDeps], path: str, offset: int = 0, limit: int = 2000) -> str:
+        """Read a text file with line numbers. offset is the 0-based first line, limit how many lines."""
+        return _bounded(await _errors_as_text(ctx.deps.backend.read(path, offset, limit)), max_output_chars)
+
+    @toolset.tool(requires_approval=needs("write_file"))
+    async def write_file(ctx: RunContext[ConsoleDeps], path: str, content: str) -> str:
+        """Create or overwrite a file with content (parent directories are created)."""
+
+        async def run() -> str:
+            result = await ctx.deps.backend.write(path, content)
+            return result.error or f"Wrote {result.path} ({len(content.encode())} bytes)"
+
+        return await _errors_as_text(run())
+
+    @toolset.tool(requires_approval=needs("edit_file"))
+    async def edit_file(
+        ctx: RunContext[ConsoleDeps], path: str, old_string: str, new_string: str, replace_all: bool = False
+    ) -> str:
+        """Replace old_string (exact text, unique unless replace_all) with new_string in a file."""
+
+        async def run() -> str:
+            result = await ctx.deps.backend.edit(path, old_string, new_string, replace_all)
+            return result.error or f"Edited {result.path}: {result.occurrences} replacement(s)"
+
+        return await _errors_as_text(run())
+
+    @toolset.tool(requires_approval=needs("glob"))
+    async def glob(ctx: RunContext[ConsoleDeps], pattern: str, path: str = "/") -> str:
+        """Find files by glob pattern (*, ?, [abc], ** for any depth, {a,b}) under path."""
+
+        async def run() -> str:
+            found = await ctx.deps.backend.glob_info(pattern, path)
+            lines = [info.path for info in found[:_MAX_LISTED]]
+            if len(found) > _MAX_LISTED:
+                lines.append(f"... [{len(found) - _MAX_LISTED} more files not shown; narrow the pattern]")
+            return "\n".join(lines) or f"No files match {pattern!r} under {path}"
+
+        return _bounded(await _errors_as_text(run()), max_output_chars)
+
+    @toolset.tool(requires_approval=needs("grep"))
+    async def grep(ctx: RunContext[ConsoleDeps], pattern: str, path: str | None = None, glob: str | None = None) -> str:
+        """Search file contents for a regular expression (ripgrep syntax); glob filters file names (*.py)."""
+
+        async def run() -> str:
+            found = await ctx.deps.backend.grep_raw(pattern, path, glob)
+            if isinstance(found, str):
+                return found
+            lines = [f"{m.path}:{m.line_number}: {m.line}" for m in found]
+            if isinstance(found, GrepMatches) and found.note:
+                lines.append(found.note)
+            return "\n".join(lines) or f"No matches for {pattern!r}"
+
+        return _bounded(await _errors_as_text(run()), max_output_chars)
+
+    async def only_if_executing(ctx: RunContext[ConsoleDeps], definition: ToolDefinition) -> ToolDefinition | None:
+        return definition if can_execute(ctx.deps.backend) else None
+
+    if include_execute:
+
+        @toolset.tool(requires_approval=needs("execute"), prepare=only_if_executing)
+        async def execute(ctx: RunContext[ConsoleDeps], command: str, timeout: float | None = None) -> str:
+            """Run a shell command (sh -c) and return its output and exit code. timeout is in seconds."""
+
+            async def run() -> str:
+                backend = ctx.deps.backend
+                assert isinstance(backend, SandboxProtocol | CompositeBackend)
+                response = await backend.execute(command, timeout if timeout is not None else command_timeout)
+                status = "timed out" if response.timed_out else f"exit code {response.exit_code}"
+                return f"{response.output.rstrip()}\n[{status}]".lstrip()
+
+            return _bounded(await _errors_as_text(run()), max_output_chars)
+
+    return toolset
