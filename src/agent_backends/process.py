@@ -15,9 +15,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
 
+import anyio
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ("BackgroundProcess", "OutputBuffer", "OutputChunk", "Process", "exit_status", "exit_unwrapped")
+__all__ = (
+    "BackgroundProcess",
+    "ChannelProcess",
+    "OutputBuffer",
+    "OutputChunk",
+    "Process",
+    "exit_status",
+    "exit_unwrapped",
+)
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -112,6 +121,35 @@ class Process(ABC):
         if chunk is None:
             raise StopAsyncIteration
         return chunk
+
+
+class ChannelProcess(Process):
+    """What the engines' processes share: output arrives through a small bounded channel (back-pressure), an exit
+    stack holds the process's resources, and ``write_stdin`` waits until the initial ``stdin=`` bytes are out."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
+        self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
+        self._stack = contextlib.AsyncExitStack()
+
+    @abstractmethod
+    async def _send_stdin(self, data: bytes | str) -> None:
+        """Write to the process's standard input, now."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await exit_unwrapped(self._stack, exc_type, exc, tb)
+
+    async def receive(self) -> OutputChunk | None:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+
+    async def write_stdin(self, data: bytes | str) -> None:
+        await self._stdin_written.wait()
+        await self._send_stdin(data)
 
 
 class BackgroundProcess(BaseModel):

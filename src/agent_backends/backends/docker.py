@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
@@ -42,7 +41,7 @@ from agent_backends.exceptions import (
     SandboxError,
     SandboxNotStartedError,
 )
-from agent_backends.process import OutputChunk, Process, exit_status, exit_unwrapped
+from agent_backends.process import ChannelProcess, OutputChunk, Process, exit_status
 from agent_backends.runtime import BUILTIN_RUNTIMES, RuntimeConfig, ensure_runtime_image
 from agent_backends.types import FileInfo
 
@@ -124,12 +123,13 @@ def _parse_mtime(text: str) -> datetime | None:
     return None
 
 
-class _DockerProcess(Process):
+class _DockerProcess(ChannelProcess):
     """One exec: a reader task moves frames into a small bounded channel; a kill is a second exec."""
 
     def __init__(
         self, sandbox: DockerSandbox, argv: list[str], *, stdin: bytes | None, interactive: bool, **exec_options: Any
     ) -> None:
+        super().__init__()
         self._sandbox, self._stdin, self._interactive = sandbox, stdin, interactive
         self._pidfile = f"/tmp/.agent-backends-{uuid.uuid4().hex}.pid"
         drain = "drain" if stdin is not None and not interactive else ""
@@ -137,13 +137,10 @@ class _DockerProcess(Process):
         self._options = exec_options
         self._exec: Exec | None = None
         self._stream: Stream | None = None
-        self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
         self._ended = anyio.Event()  # the output reached its end: the command is gone
         self._kill_sent = False
         self._pump_scope = anyio.CancelScope(shield=True)  # only _stop ends the pump, so it sees that end
-        self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._returncode: int | None = None
-        self._stack = contextlib.AsyncExitStack()
 
     @property
     def returncode(self) -> int | None:
@@ -215,21 +212,6 @@ class _DockerProcess(Process):
                     await self._ended.wait()
         self._pump_scope.cancel()
         tasks.cancel_scope.cancel()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await exit_unwrapped(self._stack, exc_type, exc, tb)
-
-    async def receive(self) -> OutputChunk | None:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return None
-
-    async def write_stdin(self, data: bytes | str) -> None:
-        await self._stdin_written.wait()
-        await self._send_stdin(data)
 
     async def _send_stdin(self, data: bytes | str) -> None:
         if self._stream is None or not (self._interactive or self._stdin is not None):

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Self
 
 import anyio
@@ -24,7 +23,7 @@ from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
 from agent_backends.backends.filesystem import FilesystemBackend
 from agent_backends.exceptions import PathNotDirectoryError, ProcessError
-from agent_backends.process import OutputChunk, Process, StreamName, exit_status, exit_unwrapped
+from agent_backends.process import ChannelProcess, OutputChunk, Process, StreamName, exit_status
 
 __all__ = ("LocalBackend",)
 
@@ -36,7 +35,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-class _LocalProcess(Process):
+class _LocalProcess(ChannelProcess):
     """A host process in its own group; output is pumped into a small bounded channel (back-pressure)."""
 
     def __init__(
@@ -48,12 +47,10 @@ class _LocalProcess(Process):
         stdin: bytes | None,
         interactive: bool,
     ) -> None:
+        super().__init__()
         self._argv = ["/bin/sh", "-c", command]
         self._workdir, self._env, self._stdin, self._interactive = workdir, env, stdin, interactive
         self._process: anyio.abc.Process | None = None
-        self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
-        self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
-        self._stack = contextlib.AsyncExitStack()
 
     @property
     def returncode(self) -> int | None:
@@ -135,21 +132,6 @@ class _LocalProcess(Process):
         with anyio.CancelScope(shield=True):
             await self._process.aclose()
         self._receive.close()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await exit_unwrapped(self._stack, exc_type, exc, tb)
-
-    async def receive(self) -> OutputChunk | None:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return None
-
-    async def write_stdin(self, data: bytes | str) -> None:
-        await self._stdin_written.wait()
-        await self._send_stdin(data)
 
     async def _send_stdin(self, data: bytes | str) -> None:
         assert self._process is not None
