@@ -198,6 +198,7 @@ async def _build(docker: aiodocker.Docker, runtime: RuntimeConfig, tag: str, pro
     progress(f"building runtime {runtime.name!r} as {tag}")
     step_output: list[str] = []
     step = ""
+    failure: str | None = None
     async with docker._query(  # pyright: ignore[reportPrivateUsage]
         "build", "POST", params=params, headers={"content-type": "application/x-tar"}, data=_context(runtime),
         timeout=None,
@@ -210,16 +211,16 @@ async def _build(docker: aiodocker.Docker, runtime: RuntimeConfig, tag: str, pro
                 if not raw.strip():
                     continue
                 message = json.loads(raw)
-                if "error" in message:
+                if "error" in message and failure is None:
+                    # Read on to the end of the stream (the engine ends it) so the connection is released cleanly.
                     detail = "".join(step_output[-40:]).rstrip()
-                    raise RuntimeBuildError(
-                        f"building runtime {runtime.name!r} failed at {step or 'the start'}: "
-                        f"{message['error'].strip()}\n{detail}"
-                    )
+                    failure = f"failed at {step or 'the start'}: {message['error'].strip()}\n{detail}"
                 text = str(message.get("stream", ""))
                 if text.startswith("Step "):
                     step, step_output = text.strip(), []
                     progress(step)
                 elif text:
                     step_output.append(text)
+    if failure is not None:
+        raise RuntimeBuildError(f"building runtime {runtime.name!r} {failure}")
     progress(f"built runtime {runtime.name!r} as {tag}")

@@ -394,7 +394,12 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                         f"image {self.image!r} is not present locally, and no registry is reached to pull it; "
                         "build it or load it (`docker load`) first"
                     ) from exc
-            with _engine_errors(f"could not start a container from {self.image!r}", self.docker_url):
+            with (
+                _engine_errors(f"could not start a container from {self.image!r}", self.docker_url),
+                # A create cut short still lands on the engine, after we stopped listening: let it finish, so a
+                # cancellation arrives just after it, with the container known to the cleanup below.
+                anyio.CancelScope(shield=True),
+            ):
                 self._container = await docker.containers.run(self._container_config(), name=self.name)  # pyright: ignore[reportUnknownMemberType]
             await self._start_tasks()
             if self.user is not None:
