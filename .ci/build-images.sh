@@ -9,8 +9,9 @@
 # Each image is built only when `docker image inspect` says it is missing,
 # so re-running is cheap and idempotent.
 set -euo pipefail
+SCRIPT_NAME=build-images
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 
 BUSYBOX_IMAGE=agent-backends-test/busybox:latest
 PYTHON_IMAGE=agent-backends-test/python:bookworm
@@ -20,11 +21,6 @@ LOCK_FILE=/tmp/agent-backends-build-images.lock
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-log() { echo "build-images: $*"; }
-die() {
-  echo "build-images: error: $*" >&2
-  exit 1
-}
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap and apt-get need it)"
 
@@ -155,11 +151,6 @@ build_python() {
   rm -rf --one-file-system "$rootfs"
 }
 
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
-elapsed() { # seconds since $1 (from now_us), one decimal; pure bash, no bc
-  local us=$(($(now_us) - $1))
-  printf '%d.%ds' $((us / 1000000)) $((us % 1000000 / 100000))
-}
 
 # Build one image if missing; one status line with the elapsed time either way.
 ensure_image() {

@@ -8,8 +8,9 @@
 # daemon runs with --bridge=none --iptables=false (no bridge, no NAT rules).
 # Only the daemon started by this script (pid in $PID_FILE) is ever stopped.
 set -euo pipefail
+SCRIPT_NAME=docker-engine
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 
 LOG_FILE=/tmp/agent-backends-dockerd.log
 PID_FILE=/tmp/agent-backends-dockerd.pid
@@ -17,11 +18,6 @@ LOCK_FILE=/tmp/agent-backends-dockerd.lock
 START_TIMEOUT=60 # seconds to wait for `docker info` to answer
 STOP_TIMEOUT=30  # seconds to wait for dockerd to exit after SIGTERM
 
-log() { echo "docker-engine: $*"; }
-die() {
-  echo "docker-engine: error: $*" >&2
-  exit 1
-}
 
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (dockerd and apt-get need it)"
@@ -145,20 +141,4 @@ cmd_status() {
   engine_answers
 }
 
-main() {
-  case "${1:-}" in
-    start | stop)
-      # Serialise start/stop so two concurrent callers cannot both launch.
-      exec 9>"$LOCK_FILE"
-      flock 9
-      "cmd_$1"
-      ;;
-    status) cmd_status ;;
-    *)
-      echo "usage: $0 start|stop|status" >&2
-      exit 2
-      ;;
-  esac
-}
-
-main "$@"
+engine_main "$@"

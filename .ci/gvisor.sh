@@ -9,8 +9,9 @@
 # report the wanted runsc entry. Containers opt in per container
 # (HostConfig.Runtime = "runsc", `docker run --runtime runsc`).
 set -euo pipefail
+SCRIPT_NAME=gvisor
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_PID_FILE=/tmp/agent-backends-dockerd.pid
@@ -27,17 +28,7 @@ RUNSC_ARGS='["--network=none", "--file-access=shared"]'
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
 
-log() { echo "gvisor: $*"; }
-die() {
-  echo "gvisor: error: $*" >&2
-  exit 1
-}
 
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
-elapsed() { # seconds since $1 (from now_us), two decimals
-  local us=$(($(now_us) - $1))
-  printf '%d.%02ds' $((us / 1000000)) $((us % 1000000 / 10000))
-}
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, $DAEMON_JSON and signalling dockerd need it)"
 docker info >/dev/null 2>&1 || die "the Docker daemon does not answer (bash .ci/docker-engine.sh start)"

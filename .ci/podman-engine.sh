@@ -12,8 +12,9 @@
 # $PID_FILE) is ever stopped. The Docker daemon is never touched beyond
 # `docker save`.
 set -euo pipefail
+SCRIPT_NAME=podman-engine
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 
 SOCK=/tmp/agent-backends-podman.sock
 URL=unix://$SOCK
@@ -28,17 +29,7 @@ STOP_TIMEOUT=30  # seconds to wait for the service to exit after SIGTERM
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
 
-log() { echo "podman-engine: $*"; }
-die() {
-  echo "podman-engine: error: $*" >&2
-  exit 1
-}
 
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
-elapsed() { # seconds since $1 (from now_us), two decimals
-  local us=$(($(now_us) - $1))
-  printf '%d.%02ds' $((us / 1000000)) $((us % 1000000 / 10000))
-}
 
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (apt-get, $CONTAINERS_CONF and rootful podman need it)"
@@ -312,20 +303,4 @@ cmd_status() {
   engine_answers
 }
 
-main() {
-  case "${1:-}" in
-    start | stop)
-      # Serialise start/stop so two concurrent callers cannot both launch.
-      exec 9>"$LOCK_FILE"
-      flock 9
-      "cmd_$1"
-      ;;
-    status) cmd_status ;;
-    *)
-      echo "usage: $0 start|stop|status" >&2
-      exit 2
-      ;;
-  esac
-}
-
-main "$@"
+engine_main "$@"

@@ -16,7 +16,10 @@ from types import TracebackType
 from typing import Literal, Self
 
 import anyio
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict
+
+from agent_backends.exceptions import ProcessError
 
 __all__ = (
     "BackgroundProcess",
@@ -127,7 +130,8 @@ class ChannelProcess(Process):
     """What the engines' processes share: output arrives through a small bounded channel (back-pressure), an exit
     stack holds the process's resources, and ``write_stdin`` waits until the initial ``stdin=`` bytes are out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stdin: bytes | None, interactive: bool) -> None:
+        self._stdin, self._interactive = stdin, interactive
         self._send, self._receive = anyio.create_memory_object_stream[OutputChunk](16)
         self._stdin_written = anyio.Event()  # set once the ``stdin=`` bytes are written (at once when none)
         self._stack = contextlib.AsyncExitStack()
@@ -135,6 +139,23 @@ class ChannelProcess(Process):
     @abstractmethod
     async def _send_stdin(self, data: bytes | str) -> None:
         """Write to the process's standard input, now."""
+
+    def _start_stdin(self, tasks: TaskGroup) -> None:
+        """Feed the ``stdin=`` bytes in a task of ``tasks``, so the output is read meanwhile."""
+        if self._stdin is None:
+            self._stdin_written.set()
+        else:
+            tasks.start_soon(self._feed_stdin, self._stdin)
+
+    async def _feed_stdin(self, data: bytes) -> None:
+        """Write the ``stdin=`` bytes while the output is read: a command may fill its output pipe first."""
+        try:
+            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
+                await self._send_stdin(data)
+        finally:
+            self._stdin_written.set()
+        if not self._interactive:
+            await self.close_stdin()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

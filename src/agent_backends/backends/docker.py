@@ -129,8 +129,8 @@ class _DockerProcess(ChannelProcess):
     def __init__(
         self, sandbox: DockerSandbox, argv: list[str], *, stdin: bytes | None, interactive: bool, **exec_options: Any
     ) -> None:
-        super().__init__()
-        self._sandbox, self._stdin, self._interactive = sandbox, stdin, interactive
+        super().__init__(stdin=stdin, interactive=interactive)
+        self._sandbox = sandbox
         self._pidfile = f"/tmp/.agent-backends-{uuid.uuid4().hex}.pid"
         drain = "drain" if stdin is not None and not interactive else ""
         self._argv = ["/bin/sh", "-c", _WRAPPER, "sh", *argv, self._pidfile, drain]
@@ -170,21 +170,8 @@ class _DockerProcess(ChannelProcess):
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._stop, tasks)
         tasks.start_soon(self._pump, stream)
-        if self._stdin is not None:
-            tasks.start_soon(self._feed_stdin, self._stdin)
-        else:
-            self._stdin_written.set()
+        self._start_stdin(tasks)
         return self
-
-    async def _feed_stdin(self, data: bytes) -> None:
-        """Write the ``stdin=`` bytes while the output is read: a command may fill its output pipe first."""
-        try:
-            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
-                await self._send_stdin(data)
-        finally:
-            self._stdin_written.set()
-        if not self._interactive:
-            await self.close_stdin()
 
     async def _pump(self, stream: Stream) -> None:
         """Move frames into the channel until the output ends; once the reader is gone, drain them unread.

@@ -47,9 +47,9 @@ class _LocalProcess(ChannelProcess):
         stdin: bytes | None,
         interactive: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(stdin=stdin, interactive=interactive)
         self._argv = ["/bin/sh", "-c", command]
-        self._workdir, self._env, self._stdin, self._interactive = workdir, env, stdin, interactive
+        self._workdir, self._env = workdir, env
         self._process: anyio.abc.Process | None = None
 
     @property
@@ -89,21 +89,8 @@ class _LocalProcess(ChannelProcess):
             tasks.start_soon(self._pump, process.stdout, "stdout", self._send.clone())
             tasks.start_soon(self._pump, process.stderr, "stderr", self._send.clone())
         tasks.start_soon(self._reap, process)
-        if self._stdin is not None:
-            tasks.start_soon(self._feed_stdin, self._stdin)
-        else:
-            self._stdin_written.set()
+        self._start_stdin(tasks)
         return self
-
-    async def _feed_stdin(self, data: bytes) -> None:
-        """Write the ``stdin=`` bytes while the output is read: a command may fill its output pipe first."""
-        try:
-            with contextlib.suppress(ProcessError):  # a command may exit without reading its input
-                await self._send_stdin(data)
-        finally:
-            self._stdin_written.set()
-        if not self._interactive:
-            await self.close_stdin()
 
     @staticmethod
     async def _pump(
