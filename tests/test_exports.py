@@ -15,7 +15,8 @@ EXPECTED = {
     "SandboxProtocol", "SearchError", "SessionError", "SessionLimitError", "SessionManager", "StateBackend",
     "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
     "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "create_console_toolset",
-    "get_console_system_prompt", "get_runtime", "remove_leftover_sandboxes",
+    "get_console_system_prompt", "get_runtime", "remove_leftover_sandboxes", "InvalidArgumentError",
+    "SandboxGoneError", "SandboxUnavailableError", "SpecialFileError",
 }  # fmt: skip
 
 

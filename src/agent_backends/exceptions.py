@@ -11,7 +11,9 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     │   ├── PathNotFoundError ........... FileNotFoundError
     │   ├── PathIsDirectoryError ........ IsADirectoryError
     │   ├── PathPermissionError ......... PermissionError  (the operating system refused access)
-    │   └── PathNotDirectoryError ....... NotADirectoryError
+    │   ├── PathNotDirectoryError ....... NotADirectoryError
+    │   └── SpecialFileError ............                  (a FIFO, socket or device: never opened)
+    ├── InvalidArgumentError ............ ValueError       (a NUL in a command, a NaN timeout, a huge pattern)
     ├── SearchError
     │   └── RipgrepNotFoundError ........ FileNotFoundError (no ``rg``: install the ``ripgrep`` extra)
     ├── ExecutionNotSupportedError ...... NotImplementedError
@@ -20,7 +22,9 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     ├── SandboxError
     │   ├── SandboxNotStartedError ...... RuntimeError     (used outside ``async with`` / after ``aclose``)
     │   ├── ImageNotFoundError .......... LookupError      (the image is not present locally)
-    │   ├── EngineUnavailableError ...... ConnectionError  (the Docker/Podman daemon cannot be reached)
+    │   ├── SandboxUnavailableError ..... ConnectionError  (the sandbox or its engine is gone)
+    │   │   ├── EngineUnavailableError                     (the Docker/Podman daemon cannot be reached)
+    │   │   └── SandboxGoneError                           (the container was removed or died)
     │   ├── UnknownRuntimeError ......... LookupError      (no runtime of that name; the message lists them)
     │   └── RuntimeBuildError                              (a runtime's image failed to build)
     └── SessionError
@@ -46,6 +50,10 @@ __all__ = (
     "PathNotFoundError",
     "PathPermissionError",
     "EngineUnavailableError",
+    "InvalidArgumentError",
+    "SandboxGoneError",
+    "SandboxUnavailableError",
+    "SpecialFileError",
     "ImageNotFoundError",
     "InvalidUserIdError",
     "RuntimeBuildError",
@@ -97,6 +105,14 @@ class PathPermissionError(PathError, PermissionError):
     """The operating system refused access to the path."""
 
 
+class SpecialFileError(PathError):
+    """The path is a FIFO, socket or device; only regular files and directories are read, written or searched."""
+
+
+class InvalidArgumentError(AgentBackendsError, ValueError):
+    """An argument other than a path is refused before anything runs (a NUL in a command, a NaN timeout)."""
+
+
 class SearchError(AgentBackendsError):
     """A search could not run."""
 
@@ -129,8 +145,16 @@ class ImageNotFoundError(SandboxError, LookupError):
     """The container image is not present locally (and no registry is reached to pull it)."""
 
 
-class EngineUnavailableError(SandboxError, ConnectionError):
+class SandboxUnavailableError(SandboxError, ConnectionError):
+    """The sandbox or its engine is gone: catch this one class for both."""
+
+
+class EngineUnavailableError(SandboxUnavailableError):
     """The container engine's API cannot be reached."""
+
+
+class SandboxGoneError(SandboxUnavailableError):
+    """The sandbox's container was removed or died; it is never silently replaced."""
 
 
 class UnknownRuntimeError(SandboxError, LookupError):
