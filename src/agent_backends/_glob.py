@@ -3,7 +3,8 @@
 Syntax: ``*`` (any run within one segment), ``?`` (one character), ``[abc]`` / ``[!abc]`` / ``[^abc]``, ``**`` as a
 whole segment (zero or more directories) and braces ``{a,b}`` (nested allowed). ``*`` matches names that start with a
 dot, as ripgrep's globs do. A pattern without ``/`` given as a file filter (``grep_raw(glob=...)``) matches the base
-name anywhere, as ``rg --glob`` does.
+name anywhere, as ``rg --glob`` does, and a negated one (``!name``) also excludes every directory it matches with all
+below it, as ripgrep prunes them from its walk. A glob longer than ``MAX_GLOB_CHARS`` is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from agent_backends import _paths
+from agent_backends._grep import clip_echo
 from agent_backends.exceptions import InvalidPathError
 
-__all__ = ("GlobMatcher", "compile_glob", "compile_name_filter", "split_file_filter")
+__all__ = ("MAX_GLOB_CHARS", "GlobMatcher", "compile_glob", "compile_name_filter", "split_file_filter")
+
+# Longer than any real path, short enough that compiling one never stalls the event loop and ``--glob`` always
+# fits in ripgrep's argv (which has no file to read globs from).
+MAX_GLOB_CHARS = 8192
 
 _META = frozenset("*?[{")
 
@@ -74,12 +80,20 @@ def _translate(pattern: str) -> str:
             out.append(re.escape(ch))
         i += 1
     if depth:
-        raise InvalidPathError(f"glob {pattern!r} has an unclosed '{{'", pattern)
+        raise InvalidPathError(f"glob {clip_echo(pattern)} has an unclosed '{{'", pattern)
     return "".join(out)
 
 
 def _check_glob_text(pattern: str) -> None:
-    """Glob patterns obey the path rules (no ``..``, ``~``, drives, backslashes, NUL)."""
+    """Glob patterns obey the path rules (no ``..``, ``~``, drives, backslashes, NUL), and have a maximum length."""
+    if not isinstance(pattern, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidPathError(f"a glob must be a str, not {type(pattern).__name__}")
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise InvalidPathError(
+            f"glob {clip_echo(pattern)} is refused: it is {len(pattern):,} characters long; the most is "
+            f"{MAX_GLOB_CHARS:,}",
+            pattern,
+        )
     probe = pattern.replace("*", "x").replace("?", "x") or "x"
     _paths.normalize(probe)
 
@@ -132,17 +146,26 @@ def compile_glob(pattern: str, path: str = "/") -> GlobMatcher:
 
 @lru_cache(maxsize=256)
 def compile_name_filter(glob: str) -> re.Pattern[str]:
-    """A file filter for ``grep_raw``: without ``/`` it matches base names, with ``/`` relative paths.
+    """A file filter for ``grep_raw``, matched against paths relative to the searched ``path``: without ``/`` it
+    matches base names, with ``/`` relative paths.
 
-    A leading ``!`` excludes what the rest matches, as in ``rg --glob``.
+    A leading ``!`` excludes what the rest matches, and every file below a directory it matches, as ``rg --glob``
+    prunes such a directory from its walk; a trailing ``/`` matches directories only. The empty relative path (the
+    searched path is itself a file, named explicitly) is always accepted: ripgrep applies no glob to a file it is
+    given by name.
     """
     negate = glob.startswith("!")
     glob = glob.removeprefix("!")
     _check_glob_text(glob)
+    directories_only = glob.endswith("/") and len(glob) > 1
+    glob = glob.removesuffix("/") if directories_only else glob
     body = _translate(glob.lstrip("/"))
     if "/" not in glob:
-        body = f"(?:.*/)?{body}"
-    return re.compile(f"(?!(?:{body})$).*" if negate else body, re.DOTALL)
+        body = f"(?:.*/)?(?:{body})"
+    if not negate:
+        return re.compile("" if directories_only else f"(?:{body})?", re.DOTALL)
+    below = "/.+" if directories_only else "(?:/.*)?"
+    return re.compile(f"(?:(?!(?:{body}){below}$).+)?", re.DOTALL)
 
 
 def split_file_filter(glob: str | None, base: str) -> tuple[list[str], Callable[[str], bool] | None]:

@@ -1,8 +1,8 @@
 """Grep semantics shared by every backend: what a pattern may be, and how matches are capped and sorted.
 
 Patterns use ripgrep's syntax. Backends without ripgrep run Python's ``re`` on the common subset and refuse what
-ripgrep refuses (look-around, back-references), so one pattern never means two things. Matching is per line; a
-trailing ``\\r`` is not part of the line (ripgrep's ``--crlf``).
+ripgrep refuses (look-around, back-references, nesting deeper than its limit), so one pattern never means two
+things. Matching is per line; a trailing ``\\r`` is not part of the line (ripgrep's ``--crlf``).
 """
 
 from __future__ import annotations
@@ -11,15 +11,41 @@ import re
 import warnings
 from collections.abc import Iterable
 
+import anyio.to_thread
+
 from agent_backends import _text
+from agent_backends.exceptions import InvalidArgumentError
 from agent_backends.types import GrepMatch, GrepMatches
 
-__all__ = ("DEFAULT_MAX_MATCHES", "MatchCollector", "compile_pattern", "search_lines")
+__all__ = (
+    "DEFAULT_MAX_MATCHES",
+    "NEST_LIMIT",
+    "MatchCollector",
+    "clip_echo",
+    "compile_pattern",
+    "compile_pattern_async",
+    "nest_depth",
+    "pattern_error",
+    "pattern_error_async",
+    "search_lines",
+)
 
 DEFAULT_MAX_MATCHES = 1000
+# ripgrep's (regex-syntax's) default nest limit; ripgrep 14 wraps each pattern in a group, which counts.
+NEST_LIMIT = 250
+_INLINE_COMPILE_CHARS = 4096  # longer patterns are checked and compiled in a worker thread
+_ECHO_CHARS = 120
 
 _LOOKAROUND = re.compile(r"\(\?<?[=!]")
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def clip_echo(text: str, limit: int = _ECHO_CHARS) -> str:
+    """``repr(text)``, its middle cut when long: an error message must not echo a 200 KB argument back whole."""
+    if len(text) <= limit:
+        return repr(text)
+    head, tail = text[: limit * 2 // 3], text[-(limit // 3) :]
+    return f"{head!r}[… {len(text) - len(head) - len(tail):,} more characters …]{tail!r}"
 
 
 def _strip_classes(pattern: str) -> str:
@@ -46,19 +72,259 @@ def _strip_classes(pattern: str) -> str:
     return "".join(out)
 
 
+# --- ripgrep's nest limit ---------------------------------------------------------------------------------------
+# regex-syntax counts the depth of its syntax tree: a group, a repetition, a concatenation of two or more items, an
+# alternation, a bracketed class, a class union of two or more items and a class set operation each add a level.
+# Computed here without recursion (the pattern may nest thousands deep) and without parsing more than depth needs.
+
+_HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
+_HEX = frozenset("0123456789abcdefABCDEF")
+_COUNTED = re.compile(r"\{\s*\d+\s*(?:,\s*\d*\s*)?\}")
+_ASCII_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
+_CLASS_OPS = ("&&", "--", "~~")
+
+
+def _escape_end(pattern: str, i: int) -> int:
+    """The index just past the escape that starts at ``pattern[i]`` (a backslash)."""
+    n, j = len(pattern), i + 2
+    kind = pattern[i + 1] if i + 1 < n else ""
+    if kind and kind in "xuUpP":
+        if j < n and pattern[j] == "{":
+            close = pattern.find("}", j)
+            return n if close == -1 else close + 1
+        if kind in "pP":
+            return min(j + 1, n)
+        end = min(j + _HEX_WIDTH[kind], n)
+        while j < end and pattern[j] in _HEX:
+            j += 1
+    return min(j, n)
+
+
+class _Concat:
+    """One open group: the deepest finished branch, and the items of the branch being read."""
+
+    __slots__ = ("before", "best", "branches", "items", "last")
+
+    def __init__(self) -> None:
+        self.best = self.branches = self.items = self.before = self.last = 0
+
+    def add(self, depth: int) -> None:
+        if self.items:
+            self.before = max(self.before, self.last)
+        self.items += 1
+        self.last = depth
+
+    def end_branch(self) -> None:
+        concat = 1 + max(self.before, self.last) if self.items > 1 else self.last
+        self.best = max(self.best, concat)
+        self.branches += 1
+        self.items = self.before = self.last = 0
+
+    def depth(self) -> int:
+        self.end_branch()
+        return self.best + (self.branches > 1)
+
+
+class _Class:
+    """One open bracketed class: its set-operation chain so far and the union being read."""
+
+    __slots__ = ("chain", "deepest", "items")
+
+    def __init__(self) -> None:
+        self.chain: int | None = None
+        self.items = self.deepest = 0
+
+    def add(self, depth: int) -> None:
+        self.items += 1
+        self.deepest = max(self.deepest, depth)
+
+    def union(self) -> int:
+        depth = 1 + self.deepest if self.items > 1 else self.deepest
+        self.items = self.deepest = 0
+        return depth
+
+    def operator(self) -> None:
+        union = self.union()
+        self.chain = union if self.chain is None else 1 + max(self.chain, union)
+
+    def depth(self) -> int:
+        union = self.union()
+        return 1 + (union if self.chain is None else 1 + max(self.chain, union))
+
+
+def _open_class(pattern: str, i: int) -> int:
+    """Skip a class's opening (``[``, ``^``, a leading ``]`` that is literal); the index of its first item."""
+    i += 1
+    if pattern.startswith("^", i):
+        i += 1
+    return i
+
+
+def _class_depth(pattern: str, i: int) -> tuple[int, int]:
+    """The depth of the bracketed class starting at ``pattern[i]`` and the index just past it."""
+    n = len(pattern)
+    stack = [_Class()]
+    i = _open_class(pattern, i)
+    if pattern.startswith("]", i):
+        stack[-1].add(0)
+        i += 1
+    while i < n:
+        ch = pattern[i]
+        if ch == "]":
+            depth = stack.pop().depth()
+            i += 1
+            if not stack:
+                return depth, i
+            stack[-1].add(depth)
+            continue
+        if ch == "[":
+            ascii_class = _ASCII_CLASS.match(pattern, i)
+            if ascii_class is not None:
+                stack[-1].add(0)
+                i = ascii_class.end()
+                continue
+            stack.append(_Class())
+            i = _open_class(pattern, i)
+            if pattern.startswith("]", i):
+                stack[-1].add(0)
+                i += 1
+            continue
+        if pattern.startswith(_CLASS_OPS, i):
+            stack[-1].operator()
+            i += 2
+            continue
+        i = _escape_end(pattern, i) if ch == "\\" else i + 1
+        # A range (``a-z``) is one item; a '-' before ']' or another '-' is a literal of its own.
+        if i + 1 < n and pattern[i] == "-" and pattern[i + 1] not in "]-":
+            i = _escape_end(pattern, i + 1) if pattern[i + 1] == "\\" else i + 2
+        stack[-1].add(0)
+    depth = 0
+    while stack:  # unclosed: ripgrep refuses it anyway
+        depth = stack.pop().depth()
+        if stack:
+            stack[-1].add(depth)
+    return depth, n
+
+
+def nest_depth(pattern: str) -> int:
+    """The depth regex-syntax (ripgrep's parser) gives ``pattern``'s syntax tree; ripgrep 14 adds one level."""
+    stack = [_Concat()]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch, top = pattern[i], stack[-1]
+        if ch == "\\":
+            top.add(0)
+            i = _escape_end(pattern, i)
+        elif ch == "(":
+            j = i + 1
+            if pattern.startswith("?", j):
+                j += 1
+                while j < n and (pattern[j].isalpha() or pattern[j] == "-"):
+                    j += 1
+                if pattern.startswith(")", j):  # flags alone, "(?i)": an item, not a group
+                    top.add(0)
+                    i = j + 1
+                    continue
+                if pattern.startswith(":", j):
+                    j += 1
+                elif pattern.startswith("<", j):
+                    close = pattern.find(">", j)
+                    j = n if close == -1 else close + 1
+            stack.append(_Concat())
+            i = j
+        elif ch == ")":
+            if len(stack) > 1:
+                depth = stack.pop().depth()
+                stack[-1].add(1 + depth)
+            i += 1
+        elif ch == "|":
+            top.end_branch()
+            i += 1
+        elif ch in "*+?" or (ch == "{" and _COUNTED.match(pattern, i)):
+            counted = _COUNTED.match(pattern, i) if ch == "{" else None
+            if top.items:
+                top.last += 1
+            i = counted.end() if counted is not None else i + 1
+            if pattern.startswith("?", i):  # lazy: part of the same repetition
+                i += 1
+        elif ch == "[":
+            depth, i = _class_depth(pattern, i)
+            top.add(depth)
+        else:
+            top.add(0)
+            i += 1
+    while len(stack) > 1:  # unclosed: ripgrep refuses it anyway
+        depth = stack.pop().depth()
+        stack[-1].add(1 + depth)
+    return stack[0].depth()
+
+
+def _invalid(pattern: str, why: str) -> str:
+    return f"Error: invalid regex {clip_echo(pattern)}: {why}"
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Why ``pattern`` is refused before any engine sees it (an ``"Error: ..."``), or ``None``.
+
+    Checked on every backend, so these get one answer whatever ripgrep (or none) a sandbox has: a NUL byte, a line
+    break (matching is per line; ripgrep refuses one, and its ``-f`` would split the pattern there), and nesting
+    deeper than ripgrep's limit.
+    """
+    if not isinstance(pattern, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgumentError(f"the pattern must be a str, not {type(pattern).__name__}")
+    if "\x00" in pattern:
+        return _invalid(pattern, "a NUL byte is not allowed in a pattern (binary files are not searched)")
+    if not pattern.isascii():
+        try:
+            pattern.encode()
+        except UnicodeEncodeError:
+            return _invalid(pattern, "the pattern is not valid Unicode (it has a lone surrogate)")
+    for char, shown in (("\n", "\\n"), ("\r", "\\r")):
+        if char in pattern:
+            return _invalid(pattern, f'the literal "{shown}" is not allowed in a regex (matching is per line)')
+    # Each character adds at most one level, so short patterns cannot reach the limit.
+    if len(pattern) >= NEST_LIMIT - 1 and 1 + nest_depth(pattern) > NEST_LIMIT:
+        return _invalid(pattern, f"exceed the maximum number of nested parentheses/brackets ({NEST_LIMIT})")
+    return None
+
+
+def _off_loop(pattern: str) -> bool:
+    """Whether checking and compiling ``pattern`` is long work (or deep recursion), for a worker thread."""
+    return len(pattern) > _INLINE_COMPILE_CHARS or pattern.count("(") > 64
+
+
+async def pattern_error_async(pattern: str) -> str | None:
+    """``pattern_error``, in a worker thread when the pattern is long: the event loop never waits on it."""
+    if not _off_loop(pattern):
+        return pattern_error(pattern)
+    return await anyio.to_thread.run_sync(pattern_error, pattern)
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str] | str:
     """Compile a ripgrep-syntax pattern with Python's ``re``, or return an ``"Error: ..."`` for the model."""
+    problem = pattern_error(pattern)
+    if problem is not None:
+        return problem
     structure = _strip_classes(pattern)
     if _LOOKAROUND.search(structure):
-        return f"Error: invalid regex {pattern!r}: look-around is not supported (ripgrep syntax)"
+        return _invalid(pattern, "look-around is not supported (ripgrep syntax)")
     if _BACKREF.search(structure):
-        return f"Error: invalid regex {pattern!r}: back-references are not supported (ripgrep syntax)"
+        return _invalid(pattern, "back-references are not supported (ripgrep syntax)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return re.compile(pattern)
     except re.error as exc:
-        return f"Error: invalid regex {pattern!r}: {exc}"
+        return _invalid(pattern, str(exc))
+    except (RecursionError, OverflowError, MemoryError) as exc:
+        return _invalid(pattern, f"too large or too deeply nested for the in-memory engine ({exc})")
+
+
+async def compile_pattern_async(pattern: str) -> re.Pattern[str] | str:
+    """``compile_pattern``, in a worker thread when the pattern is long (a 200 KB pattern compiles for ~0.5 s)."""
+    if not _off_loop(pattern):
+        return compile_pattern(pattern)
+    return await anyio.to_thread.run_sync(compile_pattern, pattern)
 
 
 def search_lines(regex: re.Pattern[str], text: str) -> Iterable[tuple[int, str]]:
@@ -82,6 +348,11 @@ class MatchCollector:
         self._items: list[tuple[str, int, str]] = []
         self._cutoff: str | None = None  # no kept match has a path after this one (stale-high between compactions)
         self.total = 0
+
+    @property
+    def cap(self) -> int | None:
+        """How many matches are kept (``None``: all)."""
+        return self._cap
 
     def add(self, path: str, line_number: int, line: str) -> None:
         self.total += 1

@@ -4,12 +4,14 @@ The async object is built and entered inside that loop, so loop-bound resources 
 one loop for their whole life. The anyio portal runs the loop and owns lifecycles; calls from any thread are
 submitted with ``asyncio.run_coroutine_threadsafe`` (one hop); Ctrl-C cancels the submitted task and waits for its
 cleanup before re-raising. A twin that is never closed is closed when garbage
-collected or at interpreter exit (``weakref.finalize``), and its thread is a daemon, so exit never hangs.
+collected or at interpreter exit (``weakref.finalize``), and its thread is a daemon, so exit never hangs. Closing
+means closed: a call after ``close()`` (or one cut short by it) raises ``SandboxNotStartedError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -23,7 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal
 
-from agent_backends.exceptions import BlockingCallInEventLoopError
+from agent_backends.exceptions import BlockingCallInEventLoopError, SandboxNotStartedError
 from agent_backends.process import OutputChunk, Process
 
 __all__ = ("SyncProcess", "SyncTwin")
@@ -36,7 +38,9 @@ _CANCEL_GRACE_SECONDS = 30.0
 class _LoopThread:
     """A daemon thread running an asyncio loop that serves a ``BlockingPortal`` until stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "this twin") -> None:
+        self.name = name
+        self.stopped = False
         self._ready = threading.Event()
         self._portal: BlockingPortal | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,8 +65,13 @@ class _LoopThread:
             self._ready.set()
             await portal.sleep_until_stopped()
 
+    def closed_error(self) -> SandboxNotStartedError:
+        return SandboxNotStartedError(f"{self.name} is closed; make a new one to go on")
+
     @property
     def portal(self) -> BlockingPortal:
+        if self.stopped:
+            raise self.closed_error()
         assert self._portal is not None
         return self._portal
 
@@ -81,15 +90,27 @@ class _LoopThread:
 
         # One cross-thread hop: anyio's start_task_soon makes two (spawn, then result), which doubles the cost.
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(runner(), self._loop)
+        if self.stopped:
+            raise self.closed_error()
+        coroutine = runner()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the loop closed since the check above
+            coroutine.close()
+            raise self.closed_error() from None
         try:
             return future.result()
         except KeyboardInterrupt:
             future.cancel()
             finished.wait(_CANCEL_GRACE_SECONDS)
             raise
+        except concurrent.futures.CancelledError:
+            if self.stopped:  # closed while the call ran: the loop cancelled it on its way out
+                raise self.closed_error() from None
+            raise
 
     def stop(self) -> None:
+        self.stopped = True
         if self._thread.is_alive() and self._portal is not None:
             with contextlib.suppress(RuntimeError):
                 self._portal.call(self._portal.stop, True)
@@ -130,7 +151,10 @@ async def _own(factory: Callable[[], _A], *, task_status: TaskStatus[tuple[_A, a
     leave = anyio.Event()
     async with contextlib.AsyncExitStack() as stack:
         resource: object = target
-        if isinstance(resource, contextlib.AbstractAsyncContextManager):
+        aclose = getattr(resource, "aclose", None)
+        if not isinstance(resource, Process) and callable(aclose):
+            stack.push_async_callback(cast(Callable[[], Awaitable[None]], aclose))  # backends start on first use
+        elif isinstance(resource, contextlib.AbstractAsyncContextManager):
             await stack.enter_async_context(cast(contextlib.AbstractAsyncContextManager[object], resource))
         task_status.started((target, leave))
         await leave.wait()
@@ -153,6 +177,8 @@ class SyncProcess:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._loop.stopped:  # the twin was closed meanwhile, which killed the process already
+            return
         self._loop.portal.call(self._leave.set)
         self._owner.result()
 
@@ -194,7 +220,7 @@ class SyncTwin(Generic[_A]):
 
     def _setup(self, factory: Callable[[], _A]) -> None:
         _ensure_no_running_loop(f"{type(self).__name__}", type(self).__name__.removeprefix("Sync"))
-        loop = _LoopThread()
+        loop = _LoopThread(type(self).__name__)
         try:
             owner, (target, leave) = loop.portal.start_task(_own, factory)
         except BaseException:

@@ -3,14 +3,19 @@
 Output is parsed as it arrives, a batch of lines per read with one call into pydantic-core's JSON parser, so the
 parse overlaps ripgrep's own work. Memory stays bounded: the collector keeps at most its cap, and a single JSON line
 longer than ``_MAX_JSON_LINE`` is skipped rather than buffered.
+
+The pattern goes to ripgrep on standard input (``-f -``), never in argv, so its size is not bounded by the
+argument limit. A file's matches count only once its ``end`` record says ripgrep saw no NUL byte in it: ripgrep
+stops at the first NUL of a file it walks but searches on in a file named explicitly, and may already have printed
+matches from before the NUL, so binary files are skipped the same way however they are reached.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Callable, Sequence
@@ -21,18 +26,23 @@ import anyio.abc
 import anyio.to_thread
 from pydantic_core import from_json
 
-from agent_backends._grep import MatchCollector
+from agent_backends._grep import MatchCollector, clip_echo, pattern_error_async
 from agent_backends.exceptions import RipgrepNotFoundError
 
-__all__ = ("RG_FLAGS", "RipgrepJson", "find_rg", "rg_arguments", "rg_error", "run_rg")
+__all__ = ("RG_FLAGS", "RipgrepJson", "find_rg", "pattern_input", "rg_arguments", "rg_error", "run_rg")
 
 # The flags that make ripgrep mean what the in-memory engine means: every file (hidden, ignored), no user config,
-# a trailing \r not part of the line.
-RG_FLAGS = ("--json", "--no-config", "--hidden", "--no-ignore", "--crlf", "--no-messages")
+# a trailing \r not part of the line; no memory maps, whose binary detection looks only at a file's first 64 KiB.
+RG_FLAGS = ("--json", "--no-config", "--hidden", "--no-ignore", "--crlf", "--no-messages", "--no-mmap")
 _MAX_JSON_LINE = 64 * 1024 * 1024
 _MAX_STDERR = 64 * 1024
+_MAX_ERROR_LINE = 200
 _MATCH_PREFIX = b'{"type":"match"'
 _BEGIN_PREFIX = b'{"type":"begin"'
+_END_PREFIX = b'{"type":"end"'
+_TEXT_END = b'"binary_offset":null'  # JSON structure: this text cannot occur inside a (quoted) path
+# What ripgrep (13 or 14) says about a pattern it refuses, as opposed to a file it could not read.
+_PATTERN_ERRORS = (b"regex parse error", b"not allowed in a regex", b"exceeds size limit")
 _rg_path: str | None = None
 
 
@@ -83,6 +93,11 @@ class RipgrepJson:
         self._skipping = False
         self._counted = True  # the current file's matches count (its path passed ``accept``)
         self._kept = True  # ... and may be kept (its path is not past the collector's cutoff)
+        # The current file's matches, held until its end record: kept ones (at most the cap: one file's matches
+        # arrive in line order, so only its first ``cap`` can be kept) and the number only counted.
+        self._held: list[bytes] = []
+        self._held_count = 0
+        self._hold_limit = collector.cap if collector.cap is not None else sys.maxsize
 
     def feed(self, chunk: bytes) -> None:
         if self._skipping:
@@ -102,21 +117,40 @@ class RipgrepJson:
 
     def _parse(self, lines: list[bytes]) -> None:
         """ripgrep writes each file's records together (begin, matches, end): the begin record decides, once per
-        file, whether its matches are parsed, only counted, or ignored."""
+        file, whether its matches are parsed, only counted, or ignored; the end record whether they stand."""
         batch: list[bytes] = []
         uncounted = 0
+        held, held_count, limit = self._held, self._held_count, self._hold_limit
         for line in lines:
             if line.startswith(_MATCH_PREFIX):
-                if self._kept:
-                    batch.append(line)
+                if self._kept and len(held) < limit:
+                    held.append(line)
                 elif self._counted:
-                    uncounted += 1
+                    held_count += 1
             elif line.startswith(_BEGIN_PREFIX):
                 self._begin(line)
+                held, held_count = [], 0
+            elif line.startswith(_END_PREFIX):
+                if _TEXT_END in line:  # no NUL byte seen: a text file, its matches stand
+                    batch += held
+                    uncounted += held_count
+                held, held_count = [], 0
+        self._held, self._held_count = held, held_count
         self._collector.count(uncounted)
-        if not batch:
-            return
-        records = cast(list[dict[str, Any]], from_json(b"[" + b",".join(batch) + b"]"))
+        if batch:
+            self._add(batch)
+
+    def _add(self, batch: list[bytes]) -> None:
+        records: list[dict[str, Any]]
+        try:
+            records = cast(list[dict[str, Any]], from_json(b"[" + b",".join(batch) + b"]"))
+        except ValueError:  # a line cut by a sandbox's output cap: parse the rest one by one
+            records = []
+            for line in batch:
+                try:
+                    records.append(cast(dict[str, Any], from_json(line)))
+                except ValueError:
+                    continue
         add, prefix = self._collector.add, self._prefix
         for record in records:
             data = record["data"]
@@ -129,21 +163,39 @@ class RipgrepJson:
         self._kept = self._counted and self._collector.wants(path)
 
 
-def rg_arguments(pattern: str, targets: Sequence[str] = (), globs: Sequence[str] = ()) -> list[str]:
-    """ripgrep's arguments (after the binary) for one search."""
+def rg_arguments(
+    targets: Sequence[str] = (), globs: Sequence[str] = (), *, pattern: str | None = None, pattern_file: str = "-"
+) -> list[str]:
+    """ripgrep's arguments (after the binary) for one search: the pattern read from ``pattern_file`` (``-``:
+    standard input, one line), or given in argv when ``pattern`` is (short ones, in a sandbox)."""
     argv = list(RG_FLAGS)
     for glob in globs:
         argv += ["--glob", glob]
-    return [*argv, "-e", pattern, "--", *targets]
+    source = ["-e", pattern] if pattern is not None else ["-f", pattern_file]
+    return [*argv, *source, "--", *targets]
+
+
+def pattern_input(pattern: str) -> bytes:
+    """What ``-f`` reads: the pattern as one line (an empty line is the empty pattern, matching every line)."""
+    return pattern.encode() + b"\n"
+
+
+def _clip_line(line: str) -> str:
+    if len(line) <= _MAX_ERROR_LINE:
+        return line
+    return f"{line[:_MAX_ERROR_LINE]}… [{len(line) - _MAX_ERROR_LINE:,} more characters]"
 
 
 def rg_error(pattern: str, code: int | None, stderr: bytes) -> str | None:
-    """The ``"Error: ..."`` for a finished ripgrep run, or ``None`` if it succeeded (0: matches, 1: none)."""
-    if code == 2 and b"regex parse error" in stderr:
-        message = stderr.decode(errors="replace").strip().removeprefix("rg: ")
-        return f"Error: invalid regex {pattern!r}: {message}"
+    """The ``"Error: ..."`` for a finished ripgrep run, or ``None`` if it succeeded (0: matches, 1: none; 2 with no
+    word about the pattern: some file could not be read, which ``--no-messages`` keeps quiet)."""
+    if code == 2 and any(marker in stderr for marker in _PATTERN_ERRORS):
+        text = stderr.decode(errors="replace").strip().removeprefix("rg: ")
+        message = "\n".join(_clip_line(line) for line in text.splitlines()[:12])
+        return f"Error: invalid regex {clip_echo(pattern)}: {message}"
     if code not in (0, 1, 2):
-        return f"Error: ripgrep failed with exit code {code}: {stderr.decode(errors='replace').strip()}"
+        message = _clip_line(" ".join(stderr.decode(errors="replace").split()))
+        return f"Error: ripgrep failed with exit code {code}: {message}"
     return None
 
 
@@ -162,7 +214,10 @@ async def run_rg(
     Paths reach the collector as ``path_prefix`` + ripgrep's relative path, if ``accept`` takes them. Returns an
     ``"Error: ..."`` string for an invalid pattern, ``None`` otherwise. Cancelling the caller kills ripgrep.
     """
-    argv = [await find_rg(), *rg_arguments(pattern, targets, globs)]
+    problem = await pattern_error_async(pattern)
+    if problem is not None:
+        return problem
+    argv = [await find_rg(), *rg_arguments(targets, globs)]
     parser = RipgrepJson(collector, path_prefix, accept)
     stderr = bytearray()
 
@@ -171,12 +226,19 @@ async def run_rg(
             if len(stderr) < _MAX_STDERR:
                 stderr.extend(chunk)
 
-    async with await anyio.open_process(argv, cwd=cwd, stdin=subprocess.DEVNULL) as process:
-        stdout, errors = process.stdout, process.stderr
+    async def send_pattern(stream: anyio.abc.ByteSendStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await stream.send(pattern_input(pattern))
+
+    async with await anyio.open_process(argv, cwd=cwd) as process:
+        stdin, stdout, errors = process.stdin, process.stdout, process.stderr
+        assert stdin is not None
         assert stdout is not None
         assert errors is not None
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(send_pattern, stdin)
                 tg.start_soon(drain, errors)
                 async for chunk in stdout:
                     parser.feed(chunk)

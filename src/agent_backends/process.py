@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import math
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
@@ -19,14 +21,16 @@ import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict
 
-from agent_backends.exceptions import ProcessError
+from agent_backends.exceptions import InvalidArgumentError, ProcessError
 
 __all__ = (
     "BackgroundProcess",
     "ChannelProcess",
     "OutputBuffer",
     "OutputChunk",
+    "MAX_COMMAND_BYTES",
     "Process",
+    "check_command",
     "exit_status",
     "exit_unwrapped",
 )
@@ -44,6 +48,79 @@ class OutputChunk:
     @property
     def text(self) -> str:
         return self.data.decode(errors="replace")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut when long: a refusal must not echo a huge argument back."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
+# Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN, with its terminating NUL), on the host and in
+# every container; the command is one argument of ``sh -c``.
+MAX_COMMAND_BYTES = 128 * 1024 - 1
+
+
+def _encoded(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{what} is not valid Unicode (it has a lone surrogate)") from None
+
+
+def check_command(
+    command: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Refuse with ``InvalidArgumentError``, before anything runs, what no process could be started or timed with.
+
+    A NUL byte in the command or in an environment variable (``execve`` cannot pass one), or a lone surrogate; a
+    command over ``MAX_COMMAND_BYTES``; an environment name that is empty or holds ``=``; a timeout that is not a
+    number of seconds greater than 0 (``math.inf`` means no limit, ``None`` the backend's default). ``cwd`` follows
+    the path rules where the backend resolves it.
+    """
+    if not isinstance(command, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgumentError(f"the command must be a str, not {type(command).__name__}")
+    if "\x00" in command:
+        at = command.index("\x00")
+        raise InvalidArgumentError(f"the command has a NUL byte (character {at:,}); no command can carry one")
+    size = len(command) if command.isascii() else len(_encoded(command, "the command"))
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidArgumentError(
+            f"the command is {size:,} bytes; the most is {MAX_COMMAND_BYTES:,} (Linux's limit on one argument, and "
+            "sh -c takes the command as one): write a script file and run that"
+        )
+    for name, value in (env or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidArgumentError(
+                f"environment names and values must be str, not {type(name).__name__}: {type(value).__name__}"
+            )
+        if not name or "=" in name or "\x00" in name:
+            raise InvalidArgumentError(
+                f"environment variable name {_shown(name)} is refused: a name is not empty and has no '=' or NUL byte"
+            )
+        if "\x00" in value:
+            raise InvalidArgumentError(f"environment variable {_shown(name)} has a NUL byte in its value")
+        _encoded(name + value, f"environment variable {_shown(name)}")
+    if cwd is not None and not isinstance(cwd, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgumentError(f"cwd must be a str, not {type(cwd).__name__}")
+    if timeout is not None:
+        _check_timeout(timeout)
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgumentError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int beyond any float: no clock can count to it
+        raise InvalidArgumentError("timeout is too large; pass math.inf for no limit") from None
+    if math.isnan(seconds) or seconds <= 0:
+        raise InvalidArgumentError(
+            f"timeout must be a number of seconds greater than 0 (math.inf for no limit), not {timeout!r}"
+        )
 
 
 def exit_status(returncode: int | None) -> int | None:
@@ -110,6 +187,13 @@ class Process(ABC):
 
     @abstractmethod
     async def __aenter__(self) -> Self: ...
+
+    @staticmethod
+    def check_arguments(
+        command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None, timeout: float | None = None
+    ) -> None:
+        """``check_command``, where every backend that makes processes already looks: at ``Process``."""
+        check_command(command, env=env, cwd=cwd, timeout=timeout)
 
     @abstractmethod
     async def __aexit__(

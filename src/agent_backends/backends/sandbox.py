@@ -9,18 +9,28 @@ searches downloaded files with the in-memory engine, which has the same regex se
 from __future__ import annotations
 
 import base64
+import contextlib
 import shlex
+import uuid
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import anyio
+
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_glob, compile_name_filter, split_file_filter
-from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern, search_lines
-from agent_backends._ripgrep import RipgrepJson, rg_arguments, rg_error
+from agent_backends._grep import (
+    DEFAULT_MAX_MATCHES,
+    MatchCollector,
+    compile_pattern_async,
+    pattern_error_async,
+    search_lines,
+)
+from agent_backends._ripgrep import RipgrepJson, pattern_input, rg_arguments, rg_error
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
-from agent_backends.exceptions import PathError, PathNotDirectoryError, PathPermissionError
+from agent_backends.exceptions import AgentBackendsError, PathError, PathNotDirectoryError, PathPermissionError
 from agent_backends.types import ExecuteResponse, FileInfo, GrepMatches
 
 __all__ = ("BaseSandbox", "CommandResult")
@@ -28,6 +38,10 @@ __all__ = ("BaseSandbox", "CommandResult")
 # Pseudo filesystems a search from "/" must not walk into.
 _PSEUDO = ("/proc", "/sys", "/dev")
 _STAT_FORMAT = "%F|%s|%Y|%n"
+# The longest ripgrep command line that carries its pattern in argv; a longer one reads it from a file in the
+# sandbox (Linux refuses a single argument over 128 KiB, and the command is one ``sh -c`` argument).
+_MAX_RG_SCRIPT_BYTES = 64 * 1024
+_CLEANUP_SECONDS = 10.0
 
 
 class CommandResult(NamedTuple):
@@ -70,6 +84,15 @@ def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
         f"if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then {head}-printf '%Y|%s|%T@|%p\\n' 2>/dev/null; "
         f"else {head}-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; fi; true"
     )
+
+
+def _hiding(path: str, accept: Callable[[str], bool] | None) -> Callable[[str], bool]:
+    """``accept``, and never ``path``."""
+
+    def visible(found: str) -> bool:
+        return found != path and (accept is None or accept(found))
+
+    return visible
 
 
 class BaseSandbox(StorageBackend):
@@ -209,23 +232,40 @@ class BaseSandbox(StorageBackend):
             self._has_rg = (await self._run("command -v rg >/dev/null 2>&1")).exit_code == 0
         if not self._has_rg:
             return await self._grep_downloaded(pattern, path, glob)
+        problem = await pattern_error_async(pattern)  # one answer whichever ripgrep version the sandbox has
+        if problem is not None:
+            return problem
         collector = MatchCollector(self.max_grep_matches)
         globs, accept = split_file_filter(glob, path)
         if info.is_dir:
             targets = [path] if path != "/" else [e.path for e in await self._list("/") if e.path not in _PSEUDO]
         else:
-            head = await self._download(path, min(info.size or 0, _text.SNIFF_BYTES))
-            if _text.is_binary(head[: _text.SNIFF_BYTES]):
-                return collector.result()
-            targets = [path]
-        parser = RipgrepJson(collector, "", accept)
-        code, stderr = await self._run_rg(rg_arguments(pattern, targets, globs), parser)
+            targets = [path]  # a binary file is dropped by its end record, as in a walk
+        arguments = rg_arguments(targets, globs, pattern=pattern)
+        if len(shlex.join(["rg", *arguments]).encode()) <= _MAX_RG_SCRIPT_BYTES:
+            code, stderr = await self._run_rg(arguments, RipgrepJson(collector, "", accept))
+        else:
+            # Too long for a command line: ripgrep reads it from a file in the sandbox (``-f``), which the search
+            # itself never reports, removed after; where nothing is writable, the in-memory engine searches.
+            pattern_file = f"/tmp/.agent-backends-pattern-{uuid.uuid4().hex}"
+            try:
+                await self._write_bytes(pattern_file, pattern_input(pattern))
+            except PathError:
+                return await self._grep_downloaded(pattern, path, glob)
+            try:
+                arguments = rg_arguments(targets, globs, pattern_file=pattern_file)
+                code, stderr = await self._run_rg(arguments, RipgrepJson(collector, "", _hiding(pattern_file, accept)))
+            finally:
+                # Shielded and bounded; a gone sandbox cannot replace the search's own outcome.
+                deadline = anyio.current_time() + _CLEANUP_SECONDS
+                with anyio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(AgentBackendsError):
+                    await self._run(f"rm -f -- {shlex.quote(pattern_file)}")
         error = rg_error(pattern, code, stderr)
         return error if error is not None else collector.result()
 
     async def _grep_downloaded(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
         """The fallback without ``rg``: the in-memory engine over each file, downloaded one at a time."""
-        regex = compile_pattern(pattern)
+        regex = await compile_pattern_async(pattern)
         if isinstance(regex, str):
             return regex
         name_filter = compile_name_filter(glob) if glob is not None else None
@@ -233,12 +273,13 @@ class BaseSandbox(StorageBackend):
         info = await self._stat(path)
         files = [info] if info is not None and not info.is_dir else await self._glob(compile_glob("**", path))
         for file in sorted(files, key=lambda f: f.path):
-            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file.path, path) or file.name):
+            # Relative to ``path``: "" for a file named explicitly, which the filter always accepts, as ripgrep does.
+            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file.path, path)):
                 continue
             try:
                 text = _text.decode_text(await self._download(file.path, file.size or 0))
             except PathError:
                 continue
-            if text is not None:
+            if text is not None:  # None for a binary file (a NUL byte anywhere), as ripgrep skips it
                 collector.extend((file.path, number, line) for number, line in search_lines(regex, text))
         return collector.result()

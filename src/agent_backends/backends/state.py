@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_name_filter
-from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern, search_lines
+from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern_async, search_lines
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
 from agent_backends.types import FileData, FileInfo, GrepMatches
 
@@ -153,7 +153,7 @@ class StateBackend(StorageBackend):
         ]
 
     async def _grep(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
-        regex = compile_pattern(pattern)
+        regex = await compile_pattern_async(pattern)
         if isinstance(regex, str):
             return regex
         if await self._stat(path) is None:
@@ -161,9 +161,10 @@ class StateBackend(StorageBackend):
         name_filter = compile_name_filter(glob) if glob is not None else None
         collector = MatchCollector(self.max_grep_matches)
         for file in self._files_under(path):
-            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file, path) or file[1:]):
+            # Relative to ``path``: "" for a file named explicitly, which the filter always accepts, as ripgrep does.
+            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file, path)):
                 continue
-            text = _text.decode_text(self._files[file].content)
+            text = _text.decode_text(self._files[file].content)  # None for a binary file (a NUL byte anywhere)
             if text is not None:
                 collector.extend((file, number, line) for number, line in search_lines(regex, text))
         return collector.result()
