@@ -108,6 +108,7 @@ class ExecutionMixin(ABC):
         keeps the output so far (``timed_out=True``, ``exit_code=None``). Output beyond ``max_output_chars`` keeps
         its head and tail (``truncated=True``). Standard input is closed unless ``stdin`` is given.
         """
+        Process.check_arguments(command, env=env, cwd=cwd, timeout=timeout)  # InvalidArgumentError before it runs
         limit = self.default_timeout if timeout is None else timeout
         buffer = OutputBuffer(self.max_output_chars)
         exit_code: int | None = None

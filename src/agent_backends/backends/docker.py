@@ -440,6 +440,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         interactive: bool = False,
     ) -> Process:
         """A command in the container; ``async with`` starts it, and leaving kills its whole process group."""
+        Process.check_arguments(command, env=env, cwd=cwd)  # InvalidArgumentError before the engine sees it
         options: dict[str, Any] = {"workdir": _paths.normalize(cwd or self.work_dir, self.work_dir)}
         if env:
             options["environment"] = dict(env)

@@ -193,6 +193,7 @@ class LocalBackend(ExecutionMixin, FilesystemBackend):
         interactive: bool = False,
     ) -> Process:
         """A host process running ``command`` in ``cwd`` (a backend path; default ``/``); ``async with`` starts it."""
+        Process.check_arguments(command, env={**self.env, **(env or {})}, cwd=cwd)  # InvalidArgumentError, not later
         path = _paths.normalize(cwd or "/")
 
         def workdir() -> str:
