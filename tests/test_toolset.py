@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import anyio
 import pytest
+from pydantic import ValidationError
 from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolDenied
 from pydantic_ai.messages import (
     ModelMessage,
@@ -23,7 +27,9 @@ from agent_backends import (
     ConsoleDeps,
     DeepAgentDeps,
     DockerSandbox,
+    FileInfo,
     LocalBackend,
+    SearchError,
     StateBackend,
     create_console_toolset,
     get_console_system_prompt,
@@ -192,3 +198,202 @@ def test_system_prompt_and_approval_names() -> None:
     assert "execute" not in get_console_system_prompt(can_run_commands=False)
     with pytest.raises(ValueError, match="unknown tools"):
         create_console_toolset(interrupt_on={"rm": True})
+
+
+# --- hostile arguments and failing backends: the run goes on, every result is bounded "Error: ..." text ----------
+
+LIMIT = 5000
+HUGE_PATH = "/" + "p" * 100_000 + "\x00.txt"
+
+
+def raw(tool: str, arguments: dict[str, Any] | str) -> ToolCallPart:
+    """A tool call whose arguments arrive as the JSON text a model sends (NaN and 1e400 included)."""
+    return ToolCallPart(tool, arguments if isinstance(arguments, str) else json.dumps(arguments))
+
+
+HOSTILE_FILES: list[ToolCallPart] = [
+    raw("grep", {"pattern": "a\x00b"}),
+    raw("grep", {"pattern": "(" * 600 + "a" + ")" * 600}),
+    raw("grep", {"pattern": "(" + "x" * 200_000}),
+    raw("grep", {"pattern": "needle", "glob": "*" + "g" * 200_000}),
+    raw("grep", {"pattern": "needle", "path": HUGE_PATH}),
+    raw("glob", {"pattern": "*" + "g" * 200_000}),
+    raw("glob", {"pattern": "**/*", "path": HUGE_PATH}),
+    raw("read_file", {"path": HUGE_PATH}),
+    raw("read_file", {"path": "/notes.txt", "offset": -5}),
+    raw("write_file", {"path": HUGE_PATH, "content": "x"}),
+    raw("edit_file", {"path": HUGE_PATH, "old_string": "a", "new_string": "b"}),
+    raw("ls", {"path": HUGE_PATH}),
+]
+HOSTILE_COMMANDS: list[ToolCallPart] = [
+    raw("execute", {"command": "echo a\x00b"}),
+    raw("execute", {"command": "echo " + "c" * 200_000}),
+    raw("execute", '{"command": "echo nan", "timeout": NaN}'),
+    raw("execute", {"command": "echo nan", "timeout": "NaN"}),
+    raw("execute", {"command": "echo negative", "timeout": -1}),
+    raw("execute", {"command": "echo minus infinity", "timeout": "-Infinity"}),
+]
+
+
+def assert_bounded_errors(script: Script, calls: Sequence[ToolCallPart]) -> None:
+    assert len(script.results) == len(calls), script.results
+    for call, result in zip(calls, script.results, strict=True):
+        assert result.startswith(f"{call.tool_name}: Error: "), (call.args_as_dict(), result[:300])
+        assert len(result) < 2200, "an error text echoes no 100 KB argument back"
+
+
+@pytest.mark.parametrize("kind", ["state", "local", "composite", "docker"])
+async def test_hostile_arguments_come_back_as_short_errors_and_the_run_goes_on(kind: str, tmp_path: Path) -> None:
+    calls = HOSTILE_FILES + ([] if kind == "state" else HOSTILE_COMMANDS)
+    script = Script([*([c] for c in calls), [raw("execute", '{"command": "echo fine", "timeout": 1e400}')], "done"])
+    agent = Agent(
+        FunctionModel(script), deps_type=ConsoleDeps, toolsets=[create_console_toolset(max_output_chars=LIMIT)]
+    )
+    backends: dict[str, Callable[[], Any]] = {
+        "state": StateBackend,
+        "local": lambda: LocalBackend(tmp_path),
+        "composite": lambda: CompositeBackend(LocalBackend(tmp_path), routes={"/mem": StateBackend()}),
+        "docker": lambda: DockerSandbox(BUSYBOX_IMAGE, "/", labels=LABELS),
+    }
+    if kind == "docker":
+        require_docker()
+    async with backends[kind]() as backend:
+        await backend.write("/notes.txt", "needle\n" * 50_000)
+        result = await agent.run("be hostile", deps=DeepAgentDeps(backend=backend))
+    assert result.output == "done"
+    last = script.results.pop()
+    assert_bounded_errors(script, calls)
+    if kind == "state":
+        assert "Unknown tool name" in last, "a StateBackend agent is not offered execute"
+    else:
+        assert last == "execute: fine\n[exit code 0]", "a timeout of 1e400 is infinity: no limit"
+
+
+async def test_large_results_are_bounded_too(tmp_path: Path) -> None:
+    long_name = "/" + "n" * 200 + ".txt"
+    calls = [
+        raw("write_file", {"path": "/big.txt", "content": "needle and more\n" * 50_000}),
+        raw("read_file", {"path": "/big.txt"}),
+        raw("grep", {"pattern": "needle"}),
+        raw("grep", {"pattern": "z" * 200_000}),
+        raw("write_file", {"path": long_name, "content": "x"}),
+        raw("glob", {"pattern": "z" * 8000}),
+    ]
+    script = Script([*([c] for c in calls), "done"])
+    agent = Agent(
+        FunctionModel(script), deps_type=ConsoleDeps, toolsets=[create_console_toolset(max_output_chars=LIMIT)]
+    )
+    async with LocalBackend(tmp_path) as backend:
+        assert (await agent.run("go", deps=DeepAgentDeps(backend=backend))).output == "done"
+    wrote, read, grep, no_match, named, no_file = script.results
+    assert wrote == "write_file: Wrote /big.txt (800,000 bytes)"
+    assert len(read) < LIMIT + 100
+    assert "characters of output omitted" in read
+    assert len(grep) < LIMIT + 100
+    assert no_match.startswith("grep: No matches for 'zzz")
+    assert len(no_match) < 400, "the pattern is not echoed back whole"
+    assert named == f"write_file: Wrote {long_name} (1 bytes)"
+    assert no_file.startswith("glob: No files match 'zzz")
+    assert len(no_file) < 400
+
+
+class Failing:
+    """A custom backend (one by shape alone) whose every method raises ``error``, as a network store might."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @property
+    def id(self) -> str:
+        return "failing"
+
+    async def ls_info(self, path: str = "/") -> Any:
+        raise self.error
+
+    async def read(self, path: str, offset: int = 0, limit: int = 2000) -> Any:
+        raise self.error
+
+    async def write(self, path: str, content: str | bytes) -> Any:
+        raise self.error
+
+    async def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> Any:
+        raise self.error
+
+    async def glob_info(self, pattern: str, path: str = "/") -> Any:
+        raise self.error
+
+    async def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> Any:
+        raise self.error
+
+    async def exists(self, path: str) -> Any:
+        raise self.error
+
+    async def read_bytes(self, path: str) -> Any:
+        raise self.error
+
+    async def delete(self, path: str, *, recursive: bool = False) -> Any:
+        raise self.error
+
+    async def upload_files(self, files: Any) -> Any:
+        raise self.error
+
+    async def download_files(self, paths: Any) -> Any:
+        raise self.error
+
+    async def execute(self, command: str, timeout: float | None = None, **options: Any) -> Any:
+        raise self.error
+
+
+def _validation_error() -> Exception:
+    try:
+        FileInfo.model_validate({"path": 3})
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+FAILURES: dict[str, tuple[Exception, str]] = {
+    "OSError": (OSError(errno.EIO, "Input/output error"), "Error: OSError: [Errno 5] Input/output error"),
+    "RuntimeError, 250 KB": (RuntimeError("boom " * 50_000), "Error: RuntimeError: boom boom"),
+    "ValueError, no message": (ValueError(), "Error: ValueError"),
+    "KeyError": (KeyError("gone"), "Error: KeyError: 'gone'"),
+    "ExceptionGroup": (
+        ExceptionGroup("two", [OSError("disk"), TimeoutError("net")]),
+        "Error: OSError: disk; TimeoutError: net",
+    ),
+    "pydantic ValidationError": (_validation_error(), "Error: ValidationError: "),
+    "ours": (SearchError("the index is down"), "Error: the index is down"),
+}
+EVERY_TOOL = [
+    raw("ls", {}),
+    raw("read_file", {"path": "/a"}),
+    raw("write_file", {"path": "/a", "content": "x"}),
+    raw("edit_file", {"path": "/a", "old_string": "x", "new_string": "y"}),
+    raw("glob", {"pattern": "*"}),
+    raw("grep", {"pattern": "x"}),
+    raw("execute", {"command": "true"}),
+]
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+async def test_any_exception_from_a_backend_is_error_text_and_the_run_goes_on(name: str) -> None:
+    error, start = FAILURES[name]
+    script = Script([*([c] for c in EVERY_TOOL), "done"])
+    agent = Agent(
+        FunctionModel(script), deps_type=ConsoleDeps, toolsets=[create_console_toolset(max_output_chars=LIMIT)]
+    )
+    result = await agent.run("go", deps=DeepAgentDeps(backend=cast(Any, Failing(error))))
+    assert result.output == "done"
+    assert "execute" in script.offered[0], "a backend with execute and id is a sandbox by shape"
+    assert_bounded_errors(script, EVERY_TOOL)
+    for call, text in zip(EVERY_TOOL, script.results, strict=True):
+        assert text.startswith(f"{call.tool_name}: {start}"), text[:200]
+
+
+async def test_cancellation_is_never_turned_into_text() -> None:
+    script = Script([[raw("read_file", {"path": "/a"})], "done"])
+    agent = Agent(FunctionModel(script), deps_type=ConsoleDeps, toolsets=[create_console_toolset()])
+    backend = Failing(cast(Exception, anyio.get_cancelled_exc_class()()))
+    with pytest.raises(anyio.get_cancelled_exc_class()):
+        await agent.run("go", deps=DeepAgentDeps(backend=cast(Any, backend)))
+    assert script.results == [], "the model never saw the cancellation as a tool result"

@@ -66,14 +66,14 @@ def _cut_middle(text: str, limit: int) -> str:
     return f"{head}[… {len(text) - len(head) - len(tail):,} characters cut …]{tail}"
 
 
-def _error_text(exc: Exception) -> str:
+def _describe(exc: Exception) -> str:
+    """What went wrong, for the model: our messages as they are, anything else with its type's name."""
     if isinstance(exc, AgentBackendsError):
-        return f"Error: {exc}"
+        return str(exc)
     if isinstance(exc, ExceptionGroup):
-        group = cast(ExceptionGroup[Exception], exc)
-        return "; ".join(_error_text(inner) for inner in group.exceptions)
+        return "; ".join(_describe(inner) for inner in cast(ExceptionGroup[Exception], exc).exceptions)
     message = str(exc)
-    return f"Error: {type(exc).__name__}: {message}" if message else f"Error: {type(exc).__name__}"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 async def _as_text(run: Callable[[], Awaitable[str]], limit: int) -> str:
@@ -83,7 +83,7 @@ async def _as_text(run: Callable[[], Awaitable[str]], limit: int) -> str:
     except _SIGNALS:
         raise
     except Exception as exc:  # anything else the model can be told about; cancellation is a BaseException
-        text = _error_text(exc)
+        text = f"Error: {_describe(exc)}"
     if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]  # a custom backend's mistake
         text = f"Error: the backend returned {type(text).__name__} where text was expected"
     if text.startswith("Error:"):
