@@ -30,9 +30,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """The property-based tests with 10,000 examples each."""
+    """The property-based tests with 10,000 examples each, and the swap race with 10,000 operations of each kind."""
     session.install("-e", DEV)
-    session.run("pytest", "tests/test_paths_fuzz.py", "tests/test_text.py", env={"HYPOTHESIS_PROFILE": "fuzz"})
+    session.run(
+        "pytest",
+        "tests/test_paths_fuzz.py",
+        "tests/test_text.py",
+        "tests/test_race.py",
+        env={"HYPOTHESIS_PROFILE": "fuzz"},
+    )
 
 
 @nox.session

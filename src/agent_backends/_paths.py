@@ -1,19 +1,18 @@
 """Path rules shared by every backend: one place decides what a path means and what is refused.
 
-A backend path is a POSIX path in the backend's own namespace; ``/`` is its root. The text is checked before
-anything is touched; disk backends check the resolved real path too (``resolve_inside``).
+A backend path is a POSIX path in the backend's own namespace; ``/`` is its root. The text is checked here, before
+anything is touched; disk backends then walk it below their root without following a link out (``_fsroot``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from urllib.parse import unquote
 
-from agent_backends.exceptions import InvalidPathError, PathEscapeError
+from agent_backends.exceptions import InvalidPathError
 
-__all__ = ("is_within", "join", "normalize", "relative_to", "resolve_inside", "split_name", "to_virtual")
+__all__ = ("is_within", "join", "normalize", "relative_to", "split_name")
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Anything that needs a closer look than a plain split; most paths skip the slow checks.
@@ -92,22 +91,3 @@ def relative_to(path: str, base: str) -> str:
     if path == base:
         return ""
     return path[len(base) :].lstrip("/") if base != "/" else path[1:]
-
-
-def resolve_inside(root_real: str, path: str) -> str:
-    """The real filesystem path of backend ``path`` under ``root_real``, refusing anything that resolves outside.
-
-    Blocking (it resolves symlinks): call it from a worker thread.
-    """
-    candidate = os.path.join(root_real, path.lstrip("/"))
-    real = os.path.realpath(candidate)
-    if real != root_real and not real.startswith(root_real + os.sep):
-        raise PathEscapeError(f"path {path!r} resolves outside the backend's root", path)
-    return real
-
-
-def to_virtual(root_real: str, real: str) -> str:
-    """The backend path of a real path known to be under ``root_real``."""
-    if real == root_real:
-        return "/"
-    return "/" + os.path.relpath(real, root_real).replace(os.sep, "/")

@@ -8,6 +8,7 @@ they are truthy when the call succeeded.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,14 +32,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+SpecialKind = Literal["fifo", "socket", "char-device", "block-device"]
+
+
 class FileInfo(_Frozen):
-    """One entry of a listing or glob: ``path`` is absolute in the backend's namespace."""
+    """One entry of a listing or glob: ``path`` is absolute in the backend's namespace.
+
+    ``special`` names what a listed entry is when it is neither a regular file nor a directory (a FIFO, a socket,
+    a device): such an entry is listed but never opened.
+    """
 
     path: str
     name: str
     is_dir: bool = False
     size: int | None = None
     modified_at: datetime | None = None
+    special: SpecialKind | None = None
 
 
 class FileData(_Frozen):

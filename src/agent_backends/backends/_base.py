@@ -21,6 +21,7 @@ from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_glob
 from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.exceptions import (
+    InvalidPathError,
     PathError,
     PathIsDirectoryError,
     PathNotDirectoryError,
@@ -56,6 +57,10 @@ def map_os_error(exc: OSError, path: str) -> PathError:
         return PathNotDirectoryError(f"'{path}' is not a directory, or a parent of it is a file", path)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return PathPermissionError(f"permission denied: '{path}'", path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidPathError(f"path '{path}' has a name longer than the filesystem allows (255 bytes)", path)
+    if exc.errno == errno.ELOOP:
+        return PathError(f"'{path}': too many levels of symbolic links", path)
     return PathError(f"'{path}': {exc.strerror or exc}", path)
 
 
@@ -165,9 +170,12 @@ class StorageBackend(BatchTransfers):
         """Create or replace a file (parents created; atomic on disk). ``str`` is written as UTF-8."""
         try:
             normalized = self._path(path)
-            await self._write_bytes(normalized, content.encode() if isinstance(content, str) else content)
+            data = content.encode() if isinstance(content, str) else content  # a lone surrogate: not encodable
+            await self._write_bytes(normalized, data)
         except PathError as exc:
             return WriteResult(path=path, error=f"Error: {exc}")
+        except UnicodeEncodeError as exc:
+            return WriteResult(path=path, error=f"Error: the content is not valid Unicode text ({exc.reason})")
         return WriteResult(path=normalized)
 
     async def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
@@ -214,7 +222,8 @@ class StorageBackend(BatchTransfers):
         return await self._stat(self._path(path)) is not None
 
     async def delete(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        """Remove a file, a symlink itself (never its target), or a directory and everything under it when
+        ``recursive``; never the root."""
         normalized = self._path(path)
         if normalized == "/":
             raise PathPermissionError("the root cannot be deleted", path)

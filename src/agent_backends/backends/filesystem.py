@@ -1,41 +1,36 @@
 """``FilesystemBackend``: a directory on the local disk, seen as the backend's ``/``.
 
-Each operation is one hop to a worker thread that does all of its blocking work (resolve, open, read, close), so
-the event loop never waits on the disk and a call costs one hop, not one per syscall. Grep is ripgrep run as an
-async subprocess. With ``virtual_mode=True`` every change goes to an in-memory overlay and the disk is only read.
+Each operation is one hop to a worker thread that does all of its blocking work, so the event loop never waits on
+the disk and a call costs one hop, not one per syscall. The disk is reached only through ``_fsroot.DiskRoot``: every
+path is walked from an open descriptor of the root, component by component, without following a link out of it,
+so a directory swapped for a symlink mid-call cannot lead outside. Grep is ripgrep run as an async subprocess. With
+``virtual_mode=True`` every change goes to an in-memory overlay and the disk is only read (never created).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO, TypeVar
+from typing import TypeVar, cast
 
 import anyio.to_thread
 
 from agent_backends import _paths, _text
+from agent_backends._fsroot import DiskRoot, special_kind
 from agent_backends._glob import GlobMatcher, split_file_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends._ripgrep import run_rg
 from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_a_dir, not_found
 from agent_backends.backends.state import StateBackend
-from agent_backends.exceptions import PathError, PathEscapeError, PathNotFoundError
-from agent_backends.types import FileData, FileInfo, GrepMatches
+from agent_backends.exceptions import PathError, PathNotDirectoryError, PathNotFoundError, SpecialFileError
+from agent_backends.types import EditResult, FileData, FileInfo, GrepMatches, SpecialKind
 
 __all__ = ("FilesystemBackend",)
 
-_CHUNK = 64 * 1024
 _T = TypeVar("_T")
-
-
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
-    while chunk := handle.read(_CHUNK):
-        yield chunk
 
 
 def _info(path: str, st: os.stat_result) -> FileInfo:
@@ -46,15 +41,17 @@ def _info(path: str, st: os.stat_result) -> FileInfo:
         is_dir=is_dir,
         size=None if is_dir else st.st_size,
         modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
+        special=cast(SpecialKind | None, special_kind(st.st_mode)),
     )
 
 
 class FilesystemBackend(StorageBackend):
-    """Real files under ``root_dir`` (created if missing); nothing outside it is ever read or written.
+    """Real files under ``root_dir`` (created on first use if missing); nothing outside it is read or written.
 
     Args:
         root_dir: the directory that is this backend's ``/``.
-        virtual_mode: keep writes, edits and deletes in memory (``virtual_files``); the disk is only read.
+        virtual_mode: keep writes, edits and deletes in memory (``virtual_files``); the disk is only read, and a
+            missing ``root_dir`` is an empty one.
         max_grep_matches: cap on the lines ``grep_raw`` returns (``None``: no cap).
     """
 
@@ -68,7 +65,10 @@ class FilesystemBackend(StorageBackend):
         super().__init__(max_grep_matches=max_grep_matches)
         self.root_dir: str = os.path.abspath(os.fspath(root_dir))
         self.virtual_mode = virtual_mode
-        self._root_real: str | None = None
+        # On disk, edits lock the file's identity inside one worker-thread hop; the overlay's read-then-write
+        # needs the per-path lock of the base class.
+        self._serialize_edits = virtual_mode
+        self._root: DiskRoot | None = None
         self._overlay = StateBackend(max_grep_matches=None)
         self._whiteouts: set[str] = set()
 
@@ -77,23 +77,21 @@ class FilesystemBackend(StorageBackend):
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return dict(self._overlay.files)
 
-    # --- blocking helpers, run in a worker thread -----------------------------------------------------------
+    # --- the disk, always from a worker thread ----------------------------------------------------------------
 
-    def _root(self) -> str:
-        if self._root_real is None:
-            os.makedirs(self.root_dir, exist_ok=True)
-            self._root_real = os.path.realpath(self.root_dir)
-        return self._root_real
+    def _disk(self) -> DiskRoot:
+        if self._root is None:
+            if not self.virtual_mode:
+                os.makedirs(self.root_dir, exist_ok=True)
+            self._root = DiskRoot(os.path.realpath(self.root_dir))
+        return self._root
 
-    def _real(self, path: str) -> str:
-        return _paths.resolve_inside(self._root(), path)
-
-    async def _run(self, path: str, fn: Callable[[str], _T]) -> _T:
-        """Resolve ``path`` and run ``fn(real_path)`` in a worker thread, mapping ``OSError`` to ``PathError``."""
+    async def _run(self, path: str, fn: Callable[[DiskRoot], _T]) -> _T:
+        """``fn(disk)`` in a worker thread, an ``OSError`` met there mapped to the ``PathError`` for ``path``."""
 
         def work() -> _T:
             try:
-                return fn(self._real(path))
+                return fn(self._disk())
             except OSError as exc:
                 if isinstance(exc, PathError):
                     raise
@@ -101,97 +99,79 @@ class FilesystemBackend(StorageBackend):
 
         return await anyio.to_thread.run_sync(work)
 
-    def _stat_sync(self, path: str, real: str) -> FileInfo | None:
+    def _host_dir(self, path: str) -> str:
+        """The host path of the directory ``path`` names (blocking): a command's working directory."""
+        disk = self._disk()
         try:
-            return _info(path, os.stat(real))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            with disk.walk(path) as target:
+                if target.name is None:
+                    return disk.real if target.path == "/" else disk.real + target.path
+        except OSError as exc:
+            if isinstance(exc, PathError) and not isinstance(exc, PathNotDirectoryError):
+                raise
+        raise PathNotDirectoryError(f"working directory '{path}' is not a directory", path)
 
-    def _list_sync(self, path: str, real: str) -> list[FileInfo]:
-        root = self._root()
-        entries: list[FileInfo] = []
-        with os.scandir(real) as it:
-            for entry in it:
+    @staticmethod
+    def _stat_sync(disk: DiskRoot, path: str) -> FileInfo | None:
+        found = disk.stat(path)
+        return None if found is None else _info(path, found[1])
+
+    @staticmethod
+    def _list_sync(disk: DiskRoot, path: str) -> list[FileInfo]:
+        _, entries, fd = disk.scandir(path)
+        try:
+            listed: list[FileInfo] = []
+            for entry in entries:
                 child = _paths.join(path, entry.name)
                 try:
                     if entry.is_symlink():
-                        _paths.resolve_inside(root, child)
-                    entries.append(_info(child, entry.stat()))
-                except (PathEscapeError, OSError):
-                    continue  # a dangling link or one that leaves the root is not listed
-        return entries
-
-    def _read_sync(self, path: str, real: str, offset: int, limit: int) -> str:
-        with open(real, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            return _text.render_read(_chunks(handle), path=path, offset=offset, limit=limit, size=size)
-
-    @staticmethod
-    def _read_bytes_sync(real: str) -> bytes:
-        with open(real, "rb") as handle:
-            return handle.read()
-
-    def _write_sync(self, path: str, real: str, data: bytes) -> None:
-        if os.path.isdir(real):
-            raise is_dir_error(path)
-        parent = os.path.dirname(real)
-        os.makedirs(parent, exist_ok=True)
-        real = self._real(path)  # parents now exist: resolve again, so a link among them cannot lead outside
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(real)}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(tmp, stat.S_IMODE(os.stat(real).st_mode))
-            os.replace(tmp, real)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+                        found = disk.stat(child)  # followed only while it stays inside
+                        if found is not None:
+                            listed.append(_info(child, found[1]))
+                    else:
+                        listed.append(_info(child, entry.stat(follow_symlinks=False)))
+                except (PathError, OSError):
+                    continue  # a link that leaves the root, or an entry gone since the listing
+            return listed
+        finally:
+            os.close(fd)
 
     @staticmethod
-    def _delete_sync(path: str, real: str, recursive: bool) -> None:
-        if os.path.isdir(real) and not os.path.islink(real):
-            if not recursive:
-                raise is_dir_error(path)
-            shutil.rmtree(real)
-        else:
-            os.unlink(real)
-
-    def _glob_sync(self, matcher: GlobMatcher, real_base: str) -> list[FileInfo]:
-        root = self._root()
+    def _glob_sync(disk: DiskRoot, matcher: GlobMatcher) -> list[FileInfo]:
         found: list[FileInfo] = []
-        max_depth = None if matcher.recursive else matcher.depth
         name_only = matcher.name_only
-        stack: list[tuple[str, str, int]] = [(real_base, "", 1)]
-        while stack:
-            directory, prefix, depth = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    entries = list(it)
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if max_depth is None or depth < max_depth:
-                            stack.append((entry.path, f"{prefix}{entry.name}/", depth + 1))
-                        continue
-                    if name_only is not None:
-                        if name_only.fullmatch(entry.name) is None:
-                            continue
-                    elif not matcher.match(prefix + entry.name):
-                        continue
-                    path = _paths.join(matcher.base, prefix + entry.name)
-                    if entry.is_symlink():
-                        if not os.path.isfile(_paths.resolve_inside(root, path)):
-                            continue
-                    elif not entry.is_file():
-                        continue
-                    found.append(_info(path, entry.stat()))
-                except (PathEscapeError, OSError):
+        for relative, entry in disk.walk_files(matcher.base, None if matcher.recursive else matcher.depth):
+            if name_only is not None:
+                if name_only.fullmatch(entry.name) is None:
                     continue
+            elif not matcher.match(relative):
+                continue
+            path = _paths.join(matcher.base, relative)
+            try:
+                if entry.is_symlink():
+                    target = disk.stat(path)
+                    if target is None or not stat.S_ISREG(target[1].st_mode):
+                        continue
+                    st = target[1]
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # FIFOs, sockets and devices are not files to glob
+                found.append(_info(path, st))
+            except (PathError, OSError):
+                continue
         return found
+
+    @staticmethod
+    def _virtual_parent_problem(disk: DiskRoot, ancestors: list[str]) -> str | None:
+        """The first of ``ancestors`` (top down) that is a file on disk, if any: nothing can be created below it."""
+        for ancestor in ancestors:
+            found = disk.stat(ancestor)
+            if found is None:
+                return None
+            if not stat.S_ISDIR(found[1].st_mode):
+                return ancestor
+        return None
 
     # --- primitives ------------------------------------------------------------------------------------------
 
@@ -208,11 +188,13 @@ class FilesystemBackend(StorageBackend):
             overlaid = await self._overlay._stat(path)  # pyright: ignore[reportPrivateUsage]
             if overlaid is not None or self._hidden(path):
                 return overlaid
-        return await self._run(path, lambda real: self._stat_sync(path, real))
+            if path == "/":
+                return FileInfo(path="/", name="", is_dir=True)  # a missing root_dir is an empty one
+        return await self._run(path, lambda disk: self._stat_sync(disk, path))
 
     async def _list(self, path: str) -> list[FileInfo]:
         if not self.virtual_mode:
-            return await self._run(path, lambda real: self._list_sync(path, real))
+            return await self._run(path, lambda disk: self._list_sync(disk, path))
         info = await self._stat(path)
         if info is None:
             raise not_found(path)
@@ -221,7 +203,7 @@ class FilesystemBackend(StorageBackend):
         merged: dict[str, FileInfo] = {}
         if not self._hidden(path):
             with contextlib.suppress(PathNotFoundError):
-                listed = await self._run(path, lambda real: self._list_sync(path, real))
+                listed = await self._run(path, lambda disk: self._list_sync(disk, path))
                 merged = {entry.path: entry for entry in listed if not self._hidden(entry.path)}
         with contextlib.suppress(PathNotFoundError):
             merged.update({entry.path: entry for entry in await self._overlay.ls_info(path)})
@@ -230,30 +212,74 @@ class FilesystemBackend(StorageBackend):
     async def _read(self, path: str, offset: int, limit: int) -> str:
         if self.virtual_mode and await self._overlaid(path):
             return await self._overlay.read(path, offset, limit)
-        return await self._run(path, lambda real: self._read_sync(path, real, offset, limit))
+
+        def render(chunks: Iterator[bytes], size: int) -> str:
+            return _text.render_read(chunks, path=path, offset=offset, limit=limit, size=size)
+
+        return await self._run(path, lambda disk: disk.read_with(path, render))
 
     async def _read_bytes(self, path: str) -> bytes:
         if self.virtual_mode and await self._overlaid(path):
             return await self._overlay.read_bytes(path)
-        return await self._run(path, self._read_bytes_sync)
+        return await self._run(path, lambda disk: disk.read_bytes(path))
 
     async def _write_bytes(self, path: str, data: bytes) -> None:
         if not self.virtual_mode:
-            return await self._run(path, lambda real: self._write_sync(path, real, data))
-        await self._run(path, lambda real: None)  # the path must still resolve inside the root
-        if (info := await self._stat(path)) is not None and info.is_dir:
-            raise is_dir_error(path)
+            return await self._run(path, lambda disk: disk.write(path, data))
+        if (info := await self._stat(path)) is not None:
+            if info.is_dir:
+                raise is_dir_error(path)
+            if info.special is not None:
+                raise SpecialFileError(f"'{path}' is a {info.special}, not a regular file", path)
+        await self._check_virtual_parents(path)
         await self._overlay._write_bytes(path, data)  # pyright: ignore[reportPrivateUsage]
         self._whiteouts.discard(path)
         return None
 
+    async def _check_virtual_parents(self, path: str) -> None:
+        """Refuse what the disk would refuse: a file below something that is a file (on disk or in the overlay)."""
+        ancestors: list[str] = []
+        parent = path.rsplit("/", 1)[0]
+        while parent:
+            ancestors.append(parent)
+            parent = parent.rsplit("/", 1)[0]
+        on_disk: list[str] = []
+        for ancestor in reversed(ancestors):
+            if self._hidden(ancestor):
+                break
+            overlaid = await self._overlay._stat(ancestor)  # pyright: ignore[reportPrivateUsage]
+            if overlaid is not None:
+                if not overlaid.is_dir:
+                    raise not_a_dir(ancestor)
+                continue
+            on_disk.append(ancestor)
+        if on_disk:
+            blocked = await self._run(path, lambda disk: self._virtual_parent_problem(disk, on_disk))
+            if blocked is not None:
+                raise PathNotDirectoryError(f"'{path}' cannot be created: '{blocked}' is a file", path)
+
+    async def _edit(self, path: str, old_string: str, new_string: str, replace_all: bool) -> EditResult:
+        if self.virtual_mode:
+            return await super()._edit(path, old_string, new_string, replace_all)
+        outcome: list[_text.EditOutcome] = []
+
+        def change(data: bytes) -> bytes | None:
+            outcome.append(_text.apply_edit(data, old_string, new_string, replace_all=replace_all, path=path))
+            return outcome[0].content if outcome[0].error is None else None
+
+        await self._run(path, lambda disk: disk.edit(path, change))
+        if outcome[0].error is not None:
+            return EditResult(path=path, error=outcome[0].error)
+        return EditResult(path=path, occurrences=outcome[0].occurrences)
+
     async def _delete(self, path: str, recursive: bool) -> None:
         if not self.virtual_mode:
-            return await self._run(path, lambda real: self._delete_sync(path, real, recursive))
+            return await self._run(path, lambda disk: disk.delete(path, recursive=recursive))
         info = await self._stat(path)
-        if info is None:
+        link = await self._run(path, lambda disk: disk.is_link(path)) if not await self._overlaid(path) else False
+        if info is None and not link:
             raise not_found(path)
-        if info.is_dir and not recursive:
+        if info is not None and info.is_dir and not link and not recursive:
             raise is_dir_error(path)
         with contextlib.suppress(PathError):
             await self._overlay.delete(path, recursive=recursive)
@@ -262,7 +288,7 @@ class FilesystemBackend(StorageBackend):
 
     async def _glob(self, matcher: GlobMatcher) -> list[FileInfo]:
         try:
-            found = await self._run(matcher.base, lambda real: self._glob_sync(matcher, real))
+            found = await self._run(matcher.base, lambda disk: self._glob_sync(disk, matcher))
         except PathError:
             found = []
         if not self.virtual_mode:
@@ -271,22 +297,25 @@ class FilesystemBackend(StorageBackend):
         shadowed = {info.path for info in overlaid}
         return [info for info in found if info.path not in shadowed and not self._hidden(info.path)] + overlaid
 
+    @staticmethod
+    def _grep_target(disk: DiskRoot, path: str) -> str | None:
+        """ripgrep's target for ``path``, relative to the root (``"."``: all of it); ``None``: nothing to search."""
+        with disk.walk(path) as target:
+            if target.name is not None:
+                st = target.lstat()
+                if st is None:
+                    raise not_found(path)
+                kind = special_kind(st.st_mode)
+                if kind is not None:
+                    raise SpecialFileError(f"'{path}' is a {kind}, not a regular file; it is never searched", path)
+            return target.path[1:] or "."
+
     async def _grep(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
         collector = MatchCollector(self.max_grep_matches)
-
-        def target(real: str) -> str | None:
-            if not os.path.exists(real):
-                raise not_found(path)
-            if os.path.isfile(real):
-                with open(real, "rb") as handle:
-                    if _text.is_binary(handle.read(_text.SNIFF_BYTES)):
-                        return None
-            return os.path.relpath(real, self._root())
-
         relative: str | None = None
         if not self._hidden(path):
             try:
-                relative = await self._run(path, target)
+                relative = await self._run(path, lambda disk: self._grep_target(disk, path))
             except PathError:
                 if not self.virtual_mode or await self._stat(path) is None:
                     raise
@@ -300,9 +329,8 @@ class FilesystemBackend(StorageBackend):
             accept = accept_visible
         if relative is not None:
             targets = [] if relative == "." else [relative]
-            error = await run_rg(
-                pattern, cwd=self._root(), targets=targets, globs=globs, collector=collector, accept=accept
-            )
+            root = self._disk().real
+            error = await run_rg(pattern, cwd=root, targets=targets, globs=globs, collector=collector, accept=accept)
             if error is not None:
                 return error
         if self.virtual_mode:
