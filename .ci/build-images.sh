@@ -5,6 +5,8 @@
 #
 # No container registry is reachable from CI, so nothing can be pulled:
 #   - agent-backends-test/busybox:latest  FROM scratch + Debian's static busybox
+#   - agent-backends-test/busybox-notmp:latest  the same with nothing writable at all: no /tmp, no /root
+#     (kills, timeouts and background processes must need nothing writable in the image)
 #   - agent-backends-test/python:bookworm debootstrap'd minbase + python3 + ripgrep
 # Each image is built only when `docker image inspect` says it is missing,
 # so re-running is cheap and idempotent.
@@ -14,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 
 BUSYBOX_IMAGE=agent-backends-test/busybox:latest
+NOTMP_IMAGE=agent-backends-test/busybox-notmp:latest
 PYTHON_IMAGE=agent-backends-test/python:bookworm
 SUITE=bookworm
 DEFAULT_MIRROR=http://deb.debian.org/debian
@@ -130,6 +133,24 @@ EOF
   }
 }
 
+build_notmp() {
+  ensure_pkgs busybox-static
+  local ctx="$WORK/notmp-ctx"
+  mkdir -p "$ctx"
+  cp /bin/busybox "$ctx/busybox"
+  cat >"$ctx/Dockerfile" <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ENV PATH=/bin
+CMD ["sh"]
+EOF
+  DOCKER_BUILDKIT=0 docker build --network none -t "$NOTMP_IMAGE" "$ctx" >"$WORK/notmp-build.log" 2>&1 || {
+    cat "$WORK/notmp-build.log" >&2
+    die "docker build $NOTMP_IMAGE failed"
+  }
+}
+
 build_python() {
   ensure_pkgs debootstrap
   local mirror rootfs="$WORK/rootfs"
@@ -170,4 +191,5 @@ bash "$SCRIPT_DIR/docker-engine.sh" start ||
   die "docker daemon not available (see /tmp/agent-backends-dockerd.log)"
 
 ensure_image "$BUSYBOX_IMAGE" build_busybox
+ensure_image "$NOTMP_IMAGE" build_notmp
 ensure_image "$PYTHON_IMAGE" build_python

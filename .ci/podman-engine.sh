@@ -22,7 +22,7 @@ LOG_FILE=/tmp/agent-backends-podman.log
 PID_FILE=/tmp/agent-backends-podman.pid
 LOCK_FILE=/tmp/agent-backends-podman.lock
 CONTAINERS_CONF=/etc/containers/containers.conf
-IMAGES=(agent-backends-test/busybox:latest agent-backends-test/python:bookworm)
+IMAGES=(agent-backends-test/busybox:latest agent-backends-test/busybox-notmp:latest agent-backends-test/python:bookworm)
 START_TIMEOUT=30 # seconds to wait for the socket to answer /_ping
 STOP_TIMEOUT=30  # seconds to wait for the service to exit after SIGTERM
 # The system Python (tomllib), not whatever python3 a pyenv shim resolves to.

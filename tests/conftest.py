@@ -36,11 +36,22 @@ settings.register_profile("fuzz", max_examples=10_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 STORAGE_KINDS = ["state", "filesystem", "filesystem-virtual", "composite", "sync-state", "sync-filesystem"]
-EXEC_KINDS = ["local", "shell-sandbox", "docker", "docker-busybox", "sync-local", "sync-docker", "podman", "gvisor"]
+EXEC_KINDS = [
+    "local",
+    "shell-sandbox",
+    "docker",
+    "docker-busybox",
+    "docker-readonly",
+    "sync-local",
+    "sync-docker",
+    "podman",
+    "gvisor",
+]
 KINDS = STORAGE_KINDS + EXEC_KINDS
 
 PYTHON_IMAGE = "agent-backends-test/python:bookworm"  # Debian + python3 + ripgrep (.ci/build-images.sh)
 BUSYBOX_IMAGE = "agent-backends-test/busybox:latest"  # no ripgrep: grep takes the fallback path
+NOTMP_IMAGE = "agent-backends-test/busybox-notmp:latest"  # nothing writable: no /tmp (run with read_only=True)
 PODMAN_URL = "unix:///tmp/agent-backends-podman.sock"  # .ci/podman-engine.sh
 TEST_LABEL = "agent-backends.test"
 SESSION = uuid.uuid4().hex
@@ -58,7 +69,7 @@ def at(path: str) -> str:
 @functools.cache
 def _docker_problem() -> str | None:
     """Why Docker tests cannot run here (``None`` when they can)."""
-    for image in (PYTHON_IMAGE, BUSYBOX_IMAGE):
+    for image in (PYTHON_IMAGE, BUSYBOX_IMAGE, NOTMP_IMAGE):
         try:
             done = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -160,19 +171,23 @@ async def _open(kind: str, root: Path, kwargs: dict[str, Any]) -> tuple[Any, str
     if kind == "composite":
         composite = CompositeBackend(FilesystemBackend(root), routes={"/mnt/other": StateBackend()}, **kwargs)
         return await composite.__aenter__(), ""
-    if kind == "local":
-        return await LocalBackend(root, **kwargs).__aenter__(), ""
+    if kind == "local":  # host paths: the file tools and the shell share them
+        return await LocalBackend(root, **kwargs).__aenter__(), str(root)
     if kind == "shell-sandbox":
         return ShellSandbox(str(root), **kwargs), str(root)
-    if kind in ("docker", "docker-busybox", "podman", "gvisor"):
-        image = BUSYBOX_IMAGE if kind == "docker-busybox" else PYTHON_IMAGE
-        engine = {"podman": {"docker_url": PODMAN_URL}, "gvisor": {"runtime": "runsc"}}.get(kind, {})
+    if kind in ("docker", "docker-busybox", "docker-readonly", "podman", "gvisor"):
+        image = {"docker-busybox": BUSYBOX_IMAGE, "docker-readonly": NOTMP_IMAGE}.get(kind, PYTHON_IMAGE)
+        engine: dict[str, Any] = {
+            "podman": {"docker_url": PODMAN_URL},
+            "gvisor": {"runtime": "runsc"},
+            "docker-readonly": {"read_only": True},
+        }.get(kind, {})
         sandbox = DockerSandbox(image, "/workspace", labels=LABELS, **engine, **kwargs)
         return await sandbox.__aenter__(), "/workspace"
     twins: dict[str, tuple[Callable[[], Any], str]] = {
         "sync-state": (lambda: SyncStateBackend(**kwargs), ""),
         "sync-filesystem": (lambda: SyncFilesystemBackend(root, **kwargs), ""),
-        "sync-local": (lambda: SyncLocalBackend(root, **kwargs), ""),
+        "sync-local": (lambda: SyncLocalBackend(root, **kwargs), str(root)),
         "sync-docker": (lambda: SyncDockerSandbox(PYTHON_IMAGE, "/workspace", labels=LABELS, **kwargs), "/workspace"),
     }
     build, base = twins[kind]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import shlex
 import signal
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,10 +29,9 @@ from agent_backends import (
     PathEscapeError,
     PathNotDirectoryError,
     ProcessNotFoundError,
-    SandboxNotStartedError,
 )
 from agent_backends.process import BackgroundProcess, OutputChunk
-from tests.conftest import BUSYBOX_IMAGE, LABELS, PYTHON_IMAGE, require_docker
+from tests.conftest import BUSYBOX_IMAGE, LABELS, NOTMP_IMAGE, PYTHON_IMAGE, require_docker
 
 pytestmark = pytest.mark.anyio
 
@@ -41,6 +41,7 @@ EXEC_KINDS = [
     "local",
     pytest.param("docker", marks=pytest.mark.docker),
     pytest.param("docker-busybox", marks=pytest.mark.docker),
+    pytest.param("docker-readonly", marks=pytest.mark.docker),  # no /tmp, read-only root: kills need nothing writable
 ]
 _GONE_SECONDS = 20.0  # how long a killed process may take to disappear before the test calls it a survivor
 
@@ -50,6 +51,8 @@ def new_backend(kind: str, root: Path, **kwargs: Any) -> Backend:
     if kind == "local":
         return LocalBackend(root, **kwargs)
     require_docker()
+    if kind == "docker-readonly":
+        return DockerSandbox(NOTMP_IMAGE, labels=LABELS, read_only=True, **kwargs)
     image = PYTHON_IMAGE if kind == "docker" else BUSYBOX_IMAGE
     return DockerSandbox(image, labels=LABELS, **kwargs)
 
@@ -398,19 +401,22 @@ async def test_unknown_background_id_raises(runner: Backend) -> None:
         await runner.kill_background("no-such-id")
 
 
-async def test_background_processes_need_the_backend_entered(exec_kind: str, tmp_path: Path) -> None:
+async def test_background_processes_need_no_async_with_and_stop_from_another_task(
+    exec_kind: str, tmp_path: Path
+) -> None:
+    sleeper = unique_sleep()
     backend = new_backend(exec_kind, tmp_path)
-    for _ in range(2):  # before it is entered, and after it is closed
-        with pytest.raises(SandboxNotStartedError):
-            await backend.start_background("true")
-        with pytest.raises(SandboxNotStartedError):
-            await backend.read_background("x")
-        with pytest.raises(SandboxNotStartedError):
-            await backend.list_background()
-        with pytest.raises(SandboxNotStartedError):
-            await backend.kill_background("x")
-        async with backend:
-            pass
+    try:
+        started = await backend.start_background(f"echo ready; {sh(sleeper)}")
+        with anyio.fail_after(60):
+            while not (await backend.read_background(started.id)).output:
+                await anyio.sleep(0.05)
+        assert [p.id for p in await backend.list_background()] == [started.id]
+    finally:
+        async with anyio.create_task_group() as tasks:  # closed from a task that did not start it
+            tasks.start_soon(backend.aclose)
+    assert await survivors_on_host(sleeper) == []
+    await backend.aclose()  # idempotent
 
 
 async def test_closing_the_backend_kills_its_background_processes(exec_kind: str, tmp_path: Path) -> None:
@@ -430,6 +436,27 @@ async def test_closing_the_backend_kills_its_background_processes(exec_kind: str
     assert await survivors_on_host(*sleepers) == []
 
 
+async def test_one_namespace_for_the_file_tools_and_the_shell(runner: Backend) -> None:
+    """A path the file tools took or returned works unchanged in the shell, absolute or relative, and back."""
+    written = await runner.write("pkg/mod.py", "print('hi')\n")  # relative: from the working directory
+    assert written.ok, written
+    found = await runner.grep_raw("hi", "pkg")
+    assert not isinstance(found, str)
+    paths = {written.path, *(i.path for i in await runner.ls_info("pkg")), *(m.path for m in found)}
+    paths |= {i.path for i in await runner.glob_info("**/mod.py")}
+    assert len(paths) == 1, paths  # one name for one file
+    [path] = paths
+    pwd = (await runner.execute("pwd", timeout=60)).output.strip()
+    assert path == f"{pwd}/pkg/mod.py"
+    for name in (path, "pkg/mod.py", "./pkg/mod.py"):
+        shown = await runner.execute(f"cat {shlex.quote(name)}", timeout=60)
+        assert shown.output == "print('hi')\n", name
+    printed = (await runner.execute('ls -d "$PWD"/pkg/mod.py', timeout=60)).output.strip()
+    assert await runner.read_bytes(printed) == b"print('hi')\n"
+    assert (await runner.write(f"{pwd}/pkg/two.py", "2\n")).path == f"{pwd}/pkg/two.py"
+    assert (await runner.execute("cat pkg/two.py", timeout=60)).output == "2\n"
+
+
 # --- LocalBackend only ---------------------------------------------------------------------------------------
 
 
@@ -437,8 +464,11 @@ async def test_local_commands_run_in_the_root_dir_by_default(tmp_path: Path) -> 
     (tmp_path / "sub").mkdir()
     async with LocalBackend(tmp_path) as backend:
         assert (await backend.execute("pwd", timeout=60)).output == f"{os.path.realpath(tmp_path)}\n"
-        inside = await backend.execute("pwd", timeout=60, cwd="/sub")
-        assert inside.output == f"{os.path.realpath(tmp_path / 'sub')}\n"
+        for cwd in ("sub", f"{tmp_path}/sub"):  # relative to root_dir, or the host path
+            inside = await backend.execute("pwd", timeout=60, cwd=cwd)
+            assert inside.output == f"{os.path.realpath(tmp_path / 'sub')}\n"
+        with pytest.raises(PathEscapeError):  # not below root_dir: "/sub" is the host's /sub
+            await backend.execute("pwd", timeout=60, cwd="/sub")
 
 
 async def test_local_cwd_outside_the_root_is_refused(tmp_path: Path) -> None:
@@ -450,13 +480,13 @@ async def test_local_cwd_outside_the_root_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidPathError):
             await backend.execute("pwd", timeout=60, cwd="../")
         with pytest.raises(InvalidPathError):
-            await backend.execute("pwd", timeout=60, cwd="/sub/../../etc")
+            await backend.execute("pwd", timeout=60, cwd="sub/../../etc")
         with pytest.raises(PathEscapeError):
-            await backend.execute("pwd", timeout=60, cwd="/out")
+            await backend.execute("pwd", timeout=60, cwd="out")
         with pytest.raises(PathNotDirectoryError):
-            await backend.execute("pwd", timeout=60, cwd="/file.txt")
+            await backend.execute("pwd", timeout=60, cwd="file.txt")
         with pytest.raises(PathEscapeError):
-            async with backend.open_process("pwd", cwd="/out"):
+            async with backend.open_process("pwd", cwd="out"):
                 pass
         gc.collect()  # a refused start must leave nothing unclosed behind (a ResourceWarning fails the test)
 

@@ -15,15 +15,13 @@ import logging
 import sys
 import tarfile
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_backends.backends import _engine
 from agent_backends.exceptions import RuntimeBuildError, UnknownRuntimeError
-
-if TYPE_CHECKING:
-    import aiodocker
 
 __all__ = ("BUILTIN_RUNTIMES", "RuntimeConfig", "ensure_runtime_image", "get_runtime")
 
@@ -161,35 +159,26 @@ def _default_progress() -> Callable[[str], None]:
 
 
 async def ensure_runtime_image(
-    docker: aiodocker.Docker, runtime: RuntimeConfig, *, progress: Callable[[str], None] | None = None
+    runtime: RuntimeConfig, *, docker_url: str | None = None, progress: Callable[[str], None] | None = None
 ) -> str:
-    """The runtime's image tag, building the image first if the engine does not have it yet.
+    """The runtime's image tag, building the image first if the engine (``docker_url``, else ``DOCKER_HOST``,
+    else Docker's usual sockets) does not have it yet.
 
-    Concurrent calls for one runtime build it once. Raises ``RuntimeBuildError`` with the failing step's output.
+    Concurrent calls for one runtime build it once. Raises ``RuntimeBuildError`` with the failing step's output,
+    ``EngineUnavailableError`` when no engine answers.
     """
+    host, _ = await _engine.connect(docker_url)
     tag = runtime.image_tag
     lock = _build_locks.setdefault(tag, anyio.Lock())
     async with lock:
-        if await _image_exists(docker, tag):
+        if await _engine.image_exists(host, tag):
             return tag
-        await _build(docker, runtime, tag, progress or _default_progress())
+        await _build(host, runtime, tag, progress or _default_progress())
     return tag
 
 
-async def _image_exists(docker: aiodocker.Docker, tag: str) -> bool:
-    from aiodocker import DockerError
-
-    try:
-        await docker.images.inspect(tag)
-    except DockerError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-async def _build(docker: aiodocker.Docker, runtime: RuntimeConfig, tag: str, progress: Callable[[str], None]) -> None:
-    params: dict[str, Any] = {
+async def _build(host: str, runtime: RuntimeConfig, tag: str, progress: Callable[[str], None]) -> None:
+    params = {
         "t": tag,
         "rm": "1",
         "forcerm": "1",
@@ -199,28 +188,21 @@ async def _build(docker: aiodocker.Docker, runtime: RuntimeConfig, tag: str, pro
     step_output: list[str] = []
     step = ""
     failure: str | None = None
-    async with docker._query(  # pyright: ignore[reportPrivateUsage]
-        "build", "POST", params=params, headers={"content-type": "application/x-tar"}, data=_context(runtime),
-        timeout=None,
-    ) as response:  # fmt: skip
-        buffer = b""
-        async for chunk in response.content.iter_any():
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                if not raw.strip():
-                    continue
-                message = json.loads(raw)
-                if "error" in message and failure is None:
-                    # Read on to the end of the stream (the engine ends it) so the connection is released cleanly.
-                    detail = "".join(step_output[-40:]).rstrip()
-                    failure = f"failed at {step or 'the start'}: {message['error'].strip()}\n{detail}"
-                text = str(message.get("stream", ""))
-                if text.startswith("Step "):
-                    step, step_output = text.strip(), []
-                    progress(step)
-                elif text:
-                    step_output.append(text)
+
+    def on_message(message: dict[str, Any]) -> None:
+        nonlocal step, step_output, failure
+        if "error" in message and failure is None:
+            # Read on to the end of the stream (the engine ends it) so the connection is released cleanly.
+            detail = "".join(step_output[-40:]).rstrip()
+            failure = f"failed at {step or 'the start'}: {str(message['error']).strip()}\n{detail}"
+        text = str(message.get("stream", ""))
+        if text.startswith("Step "):
+            step, step_output = text.strip(), []
+            progress(step)
+        elif text:
+            step_output.append(text)
+
+    await _engine.build_image(host, _context(runtime), params, on_message)
     if failure is not None:
         raise RuntimeBuildError(f"building runtime {runtime.name!r} {failure}")
     progress(f"built runtime {runtime.name!r} as {tag}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self, TypeVar, cast
 
 import anyio
 
@@ -32,6 +32,19 @@ from agent_backends.types import (
 __all__ = ("CompositeBackend",)
 
 _T = TypeVar("_T")
+
+
+def _root(backend: BackendProtocol) -> str:
+    """The path naming ``backend``'s root in its namespace (``/``; a ``LocalBackend``'s ``root_dir``)."""
+    root = getattr(backend, "root_path", "/")
+    return root if isinstance(root, str) else "/"
+
+
+def _inner(backend: BackendProtocol, path: str) -> str:
+    """A path below a route, in the routed backend's own namespace."""
+    moved = _paths.rebase(path, "/", _root(backend))
+    assert moved is not None
+    return moved
 
 
 class CompositeBackend(BatchTransfers):
@@ -59,16 +72,18 @@ class CompositeBackend(BatchTransfers):
             self.routes[normalized] = backend
         self._by_length = sorted(self.routes, key=len, reverse=True)
         self.max_grep_matches = max_grep_matches
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        """Start the backends that start (a ``DockerSandbox``, say) now instead of on first use."""
         async with contextlib.AsyncExitStack() as stack:
-            for backend in (self.default, *self.routes.values()):
+            for backend in self._children():
                 if isinstance(backend, contextlib.AbstractAsyncContextManager):
                     await stack.enter_async_context(backend)  # pyright: ignore[reportUnknownArgumentType]
-            self._stack = stack.pop_all()
+            stack.pop_all()  # they stay open until aclose(), which closes every child
+        self._closed = False
         return self
 
     async def __aexit__(
@@ -76,22 +91,32 @@ class CompositeBackend(BatchTransfers):
     ) -> None:
         await self.aclose()
 
+    def _children(self) -> list[BackendProtocol]:
+        seen: dict[int, BackendProtocol] = {}
+        for backend in (self.default, *self.routes.values()):
+            seen.setdefault(id(backend), backend)
+        return list(seen.values())
+
     async def aclose(self) -> None:
-        """Close the backends entered by ``async with``; idempotent."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            # Not under a cancel scope of ours: a child's task group must be left in the scope it was entered in;
-            # each child shields its own cleanup.
-            await stack.aclose()
+        """Close every backend it routes to, once; idempotent, from any task, no ``async with`` needed."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._children():
+            aclose = getattr(backend, "aclose", None)
+            if callable(aclose):
+                await cast(Callable[[], Awaitable[None]], aclose)()
 
     # --- routing ---------------------------------------------------------------------------------------------
 
     def _route(self, path: str) -> tuple[str, BackendProtocol, str]:
-        """(prefix, backend, inner path) for a normalized path; prefix ``""`` for the default."""
+        """(prefix, backend, the path in that backend's namespace) for a normalized path; prefix ``""`` for the
+        default. A backend whose root is not ``/`` (``LocalBackend``: host paths) gets the path below its root."""
         for prefix in self._by_length:
             if _paths.is_within(path, prefix):
-                return prefix, self.routes[prefix], path[len(prefix) :] or "/"
-        return "", self.default, path
+                backend = self.routes[prefix]
+                return prefix, backend, _inner(backend, path[len(prefix) :] or "/")
+        return "", self.default, _inner(self.default, path)
 
     def _routes_below(self, path: str) -> list[str]:
         return [prefix for prefix in self.routes if prefix != path and _paths.is_within(prefix, path)]
@@ -101,15 +126,18 @@ class CompositeBackend(BatchTransfers):
         return self._route(path)[0] != owner
 
     @staticmethod
-    def _outer(prefix: str, inner: str) -> str:
-        return prefix + inner if inner != "/" else prefix or "/"
+    def _outer(prefix: str, backend: BackendProtocol, inner: str) -> str:
+        """The composite path of ``inner``, a path in ``backend``'s namespace routed at ``prefix``."""
+        moved = _paths.rebase(inner, _root(backend), prefix or "/")
+        return inner if moved is None else moved
 
-    @staticmethod
-    def _message(text: str, prefix: str, inner: str) -> str:
-        return text.replace(f"'{inner}'", f"'{prefix + inner if inner != '/' else prefix}'") if prefix else text
+    def _message(self, text: str, prefix: str, backend: BackendProtocol, inner: str) -> str:
+        outer = self._outer(prefix, backend, inner)
+        return text.replace(f"'{inner}'", f"'{outer}'") if outer != inner else text
 
-    def _lift(self, prefix: str, info: FileInfo) -> FileInfo:
-        return info if not prefix else info.model_copy(update={"path": self._outer(prefix, info.path)})
+    def _lift(self, prefix: str, backend: BackendProtocol, info: FileInfo) -> FileInfo:
+        outer = self._outer(prefix, backend, info.path)
+        return info if outer == info.path else info.model_copy(update={"path": outer})
 
     async def _gather(self, calls: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
         results: list[_T | None] = [None] * len(calls)
@@ -124,14 +152,14 @@ class CompositeBackend(BatchTransfers):
 
     # --- the protocol ----------------------------------------------------------------------------------------
 
-    async def ls_info(self, path: str = "/") -> list[FileInfo]:
+    async def ls_info(self, path: str = ".") -> list[FileInfo]:
         """List a directory; mount points of routes below it appear as directories."""
         normalized = _paths.normalize(path)
         prefix, backend, inner = self._route(normalized)
         mounts = self._routes_below(normalized)
         entries: dict[str, FileInfo] = {}
         try:
-            listed = [self._lift(prefix, info) for info in await backend.ls_info(inner)]
+            listed = [self._lift(prefix, backend, info) for info in await backend.ls_info(inner)]
             entries = {info.path: info for info in listed if not self._shadowed(info.path, prefix)}
         except PathNotFoundError:
             if not mounts:
@@ -146,14 +174,14 @@ class CompositeBackend(BatchTransfers):
             prefix, backend, inner = self._route(_paths.normalize(path))
         except PathError as exc:
             return f"Error: {exc}"
-        return self._message(await backend.read(inner, offset, limit), prefix, inner)
+        return self._message(await backend.read(inner, offset, limit), prefix, backend, inner)
 
     async def read_bytes(self, path: str) -> bytes:
         prefix, backend, inner = self._route(_paths.normalize(path))
         try:
             return await backend.read_bytes(inner)
         except PathError as exc:
-            raise type(exc)(self._message(str(exc), prefix, inner), path) from exc
+            raise type(exc)(self._message(str(exc), prefix, backend, inner), path) from exc
 
     async def write(self, path: str, content: str | bytes) -> WriteResult:
         try:
@@ -161,8 +189,8 @@ class CompositeBackend(BatchTransfers):
         except PathError as exc:
             return WriteResult(path=path, error=f"Error: {exc}")
         result = await backend.write(inner, content)
-        error = self._message(result.error, prefix, inner) if result.error else None
-        return WriteResult(path=self._outer(prefix, result.path) if not error else path, error=error)
+        error = self._message(result.error, prefix, backend, inner) if result.error else None
+        return WriteResult(path=self._outer(prefix, backend, result.path) if not error else path, error=error)
 
     async def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
         try:
@@ -170,8 +198,8 @@ class CompositeBackend(BatchTransfers):
         except PathError as exc:
             return EditResult(path=path, error=f"Error: {exc}")
         result = await backend.edit(inner, old_string, new_string, replace_all)
-        error = self._message(result.error, prefix, inner) if result.error else None
-        return EditResult(path=self._outer(prefix, inner), occurrences=result.occurrences, error=error)
+        error = self._message(result.error, prefix, backend, inner) if result.error else None
+        return EditResult(path=self._outer(prefix, backend, inner), occurrences=result.occurrences, error=error)
 
     async def exists(self, path: str) -> bool:
         normalized = _paths.normalize(path)
@@ -185,23 +213,24 @@ class CompositeBackend(BatchTransfers):
         try:
             await backend.delete(inner, recursive=recursive)
         except PathError as exc:
-            raise type(exc)(self._message(str(exc), prefix, inner), path) from exc
+            raise type(exc)(self._message(str(exc), prefix, backend, inner), path) from exc
 
-    async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    async def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Glob across every backend the pattern can reach, concurrently."""
         matcher = compile_glob(pattern, _paths.normalize(path))
         prefix, backend, inner = self._route(matcher.base)
         calls: list[Callable[[], Awaitable[list[FileInfo]]]] = [lambda: backend.glob_info(matcher.rest, inner)]
-        owners = [prefix]
+        owners = [(prefix, backend)]
         for route in self._routes_below(matcher.base):
             below = matcher.pattern_below(_paths.relative_to(route, matcher.base))
             if below is not None:
-                owners.append(route)
-                calls.append(lambda mounted=self.routes[route], below=below: mounted.glob_info(below, "/"))
+                mounted = self.routes[route]
+                owners.append((route, mounted))
+                calls.append(lambda mounted=mounted, below=below: mounted.glob_info(below, _root(mounted)))
         merged: list[FileInfo] = []
-        for owner, found in zip(owners, await self._gather(calls), strict=True):
+        for (owner, source), found in zip(owners, await self._gather(calls), strict=True):
             for info in found:
-                lifted = self._lift(owner, info)
+                lifted = self._lift(owner, source, info)
                 relative = _paths.relative_to(lifted.path, matcher.base)
                 if not self._shadowed(lifted.path, owner) and matcher.match(relative):
                     merged.append(lifted)
@@ -217,20 +246,20 @@ class CompositeBackend(BatchTransfers):
         inner_glob = glob if name_filter is None else None
         prefix, backend, inner = self._route(base)
         targets = [(prefix, backend, inner)]
-        targets += [(route, self.routes[route], "/") for route in self._routes_below(base)]
+        targets += [(route, self.routes[route], _root(self.routes[route])) for route in self._routes_below(base)]
         calls: list[Callable[[], Awaitable[list[GrepMatch] | str]]] = [
             lambda backend=backend, inner=inner: backend.grep_raw(pattern, inner, inner_glob)
             for _, backend, inner in targets
         ]
         collector = MatchCollector(self.max_grep_matches)
         hidden = 0
-        for (owner, _, inner), found in zip(targets, await self._gather(calls), strict=True):
+        for (owner, source, inner), found in zip(targets, await self._gather(calls), strict=True):
             if isinstance(found, str):
                 if owner == prefix and len(targets) > 1 and "does not exist" in found:
                     continue
-                return self._message(found, owner, inner)
+                return self._message(found, owner, source, inner)
             for match in found:
-                outer = self._outer(owner, match.path)
+                outer = self._outer(owner, source, match.path)
                 if self._shadowed(outer, owner):
                     continue
                 if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(outer, base)):
@@ -255,4 +284,6 @@ class CompositeBackend(BatchTransfers):
             raise ExecutionNotSupportedError(
                 f"the default backend ({type(self.default).__name__}) cannot execute commands"
             )
+        if cwd is not None:  # a composite path on the default route, in the default's own namespace
+            cwd = _inner(self.default, _paths.normalize(cwd))
         return await self.default.execute(command, timeout, env=env, cwd=cwd, stdin=stdin)

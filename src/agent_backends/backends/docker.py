@@ -1,11 +1,27 @@
 """``DockerSandbox``: a container per sandbox on aiodocker; exec output streamed frame by frame.
 
+Lifecycle: constructing a sandbox does no I/O; the first operation creates and starts its container (concurrent
+first operations start one), or, with ``ref=``, attaches to a running one this library created. Nothing is held in
+the caller's task, so a sandbox can be started, used and closed from any task, in any order.
+
 Files move with the archive API (``put_archive``/``get_archive``, one round trip each, no shell), listings and
 deletes run ``find``/``stat``/``rm`` inside, grep runs ``rg --json`` inside when the image has it (else the shared
-fallback of ``BaseSandbox``). The Engine API cannot kill an exec'd process, so every command runs under a small
-wrapper: ``setsid`` puts it in its own process group, whose id goes to a pid file, and a kill is a second exec that
-kills that group. When the command's shell exits, the wrapper kills what it left behind, as ``LocalBackend`` does.
-Any engine speaking the Docker API works (Podman's socket included); ``runtime="runsc"`` selects gVisor.
+fallback of ``BaseSandbox``). With ``read_only=True`` the root filesystem is read-only, the work dir a tmpfs, and
+files move through commands (the archive API cannot see a tmpfs).
+
+The Engine API cannot kill an exec'd process, so every command runs under a small wrapper: ``setsid`` puts it in a
+process group whose leader carries a random token in its command line, and a kill is a second exec that finds the
+token under ``/proc`` and kills that group. Nothing is written in the container, so kills work in scratch images and
+on read-only root filesystems. When the command's shell exits, the wrapper kills what it left behind, as
+``LocalBackend`` does.
+
+Background processes live in the container: a detached exec runs each one with its output appended to a file in a
+small tmpfs (``/run/agent-backends``), trimmed to head and tail when it grows, with its exit status beside it. Any
+``DockerSandbox`` object attached to the container (``ref=``, after a restart) lists, reads and kills them.
+
+Any engine speaking the Docker API works (Podman's socket included); ``runtime="runsc"`` selects gVisor. A container
+removed or stopped from outside raises ``SandboxGoneError`` from every operation; an engine that cannot be reached,
+``EngineUnavailableError``; both are ``SandboxUnavailableError``.
 """
 
 from __future__ import annotations
@@ -13,7 +29,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import os
 import shlex
 import tarfile
@@ -30,6 +45,7 @@ import anyio.to_thread
 from agent_backends import _paths
 from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends._ripgrep import RipgrepJson
+from agent_backends.backends import _engine
 from agent_backends.backends._base import is_dir_error, not_found
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
 from agent_backends.backends.sandbox import BaseSandbox, CommandResult
@@ -38,10 +54,13 @@ from agent_backends.exceptions import (
     ImageNotFoundError,
     PathError,
     ProcessError,
+    ProcessNotFoundError,
     SandboxError,
+    SandboxGoneError,
     SandboxNotStartedError,
+    SandboxUnavailableError,
 )
-from agent_backends.process import ChannelProcess, OutputChunk, Process, exit_status
+from agent_backends.process import BackgroundProcess, ChannelProcess, OutputBuffer, OutputChunk, Process, exit_status
 from agent_backends.runtime import BUILTIN_RUNTIMES, RuntimeConfig, ensure_runtime_image
 from agent_backends.types import FileInfo
 
@@ -49,29 +68,57 @@ if TYPE_CHECKING:
     import aiodocker
     from aiodocker.containers import DockerContainer
     from aiodocker.execs import Exec
-    from aiodocker.stream import Stream
 
-__all__ = ("SANDBOX_LABEL", "DockerSandbox", "remove_leftover_sandboxes")
+__all__ = ("SANDBOX_LABEL", "STATE_DIR", "DockerSandbox", "remove_leftover_sandboxes")
 
 SANDBOX_LABEL = "agent-backends.sandbox"
+STATE_DIR = "/run/agent-backends"  # a tmpfs of ours in every sandbox: background processes' state and output
+_JOBS = f"{STATE_DIR}/jobs"
 _API_SECONDS = 60.0
 _KILL_SECONDS = 10.0
 _STDERR_LIMIT = 64 * 1024
 _INLINE_PACK_BYTES = 256 * 1024
 _DIR_BIT = 1 << 31
 _LINK_BIT = 1 << 27
-# $1: the command, $2: the pid file, $3: non-empty when ``stdin=`` bytes are fed. The command gets its own session
-# (process group id == its pid) and the stdin this exec was given; after it exits, whatever it left in its group is
-# killed, and input it left unread is read to its end: while input is pending, the engine keeps the exec attached
-# long after the command is gone. Once the command has its stderr, the wrapper's own goes: dash reports a killed job
-# ("Killed"), which is no output of the command's.
+_TRIM_BYTES = 4 * 1024 * 1024  # a background process's output file is trimmed to head and tail past this
+
+# The process-group leader: its command line carries the token ($0) the killer looks for; it runs the command in a
+# child shell (never ``exec``), so a command that ``exec``s something else cannot take the token away.
+_LEADER = '/bin/sh -c "$1"; exit "$?"'
+# $1: the command, $2$3: the token (in two pieces, so only the leader's command line holds it whole), $4: non-empty
+# when ``stdin=`` bytes are fed, $5: the leader's script. The command gets its own session and this exec's stdin;
+# after it exits, whatever it left in its group is killed, and input it left unread is read to its end (while input
+# is pending, the engine keeps the exec attached long after the command is gone). Once the command has its stderr,
+# the wrapper's own goes: dash reports a killed job ("Killed"), which is no output of the command's.
 _WRAPPER = (
-    'exec 3<&0; setsid /bin/sh -c "$1" <&3 3<&- & pid=$!; exec 3<&- 2>/dev/null; echo "$pid" > "$2"; '
-    'wait "$pid"; rc=$?; kill -9 "-$pid" 2>/dev/null; rm -f "$2"; [ -z "$3" ] || cat >/dev/null; exit "$rc"'
+    'exec 3<&0; setsid /bin/sh -c "$5" "$2$3" "$1" <&3 3<&- & pid=$!; exec 3<&- 2>/dev/null; '
+    'wait "$pid"; rc=$?; kill -9 "-$pid" 2>/dev/null; [ -z "$4" ] || cat >/dev/null; exit "$rc"'
 )
+# $1: a regular expression matching the token but not itself. Waits a moment for the leader to appear (a kill can
+# race the start), then kills the group of every process whose command line holds the token.
 _KILLER = (
-    'for i in 1 2 3 4 5 6 7 8 9 10; do [ -s "$1" ] && break; sleep 0.05; done; '
-    '[ -s "$1" ] && kill -9 "-$(cat "$1")" 2>/dev/null; true'
+    "for i in 1 2 3 4 5 6 7 8 9 10; do "
+    'found=$(grep -l -- "$1" /proc/[0-9]*/cmdline 2>/dev/null); [ -n "$found" ] && break; sleep 0.05; done; '
+    'for f in $found; do p=${f#/proc/}; p=${p%/cmdline}; kill -9 "-$p" 2>/dev/null; done; true'
+)
+# A background process: $1 the command, $2 its directory, $3$4 the token, $5 the leader, $6 the trim threshold, $7
+# how much head and tail a trim keeps. Output goes to ``out`` (appended, so truncating it is safe); once past the
+# threshold, the first bytes go to ``head`` (once), the last to ``tail``, and ``written`` counts what was trimmed.
+_BACKGROUND = (
+    'd=$2; mkdir -p "$d" && printf %s "$1" > "$d/command" && : > "$d/out" || exit 1; '
+    'trim() { s=$(wc -c < "$d/out"); [ "$s" -gt "$6" ] || return 0; '
+    '[ -f "$d/head" ] || head -c "$7" "$d/out" > "$d/head"; tail -c "$7" "$d/out" > "$d/tail"; : > "$d/out"; '
+    'echo $(( $(cat "$d/written" 2>/dev/null || echo 0) + s )) > "$d/written"; }; '
+    'setsid /bin/sh -c "$5" "$3$4" "$1" </dev/null >>"$d/out" 2>&1 & pid=$!; '
+    "( while :; do sleep 1; trim; done ) >/dev/null 2>&1 & trimmer=$!; "
+    'wait "$pid"; rc=$?; kill -9 "$trimmer" "-$pid" 2>/dev/null; trim; echo "$rc" > "$d/rc.new"; mv "$d/rc.new" "$d/rc"'
+)
+# $1: the jobs directory, $2: one job's id (else all), $3: non-empty for the command and status only. Each file is
+# a section: a ``=name`` line, then its bytes in base64.
+_JOBS_SCRIPT = (
+    'cd "$1" 2>/dev/null || exit 0; for j in ${2:-*}; do [ -d "$j" ] || continue; printf "=job %s\\n" "$j"; '
+    'for f in command rc written head tail out; do [ -n "$3" ] && [ "$f" != command ] && [ "$f" != rc ] && continue; '
+    '[ -f "$j/$f" ] && { printf "=%s\\n" "$f"; base64 < "$j/$f"; }; done; done; true'
 )
 
 
@@ -83,37 +130,46 @@ def _aiodocker() -> Any:
     return aiodocker
 
 
+def _token_pattern(token: str) -> str:
+    """A regular expression matching ``token`` but not its own text: the killer's command line holds it too."""
+    return f"[{token[0]}]{token[1:]}"
+
+
+def _is_gone(status: int, message: str) -> bool:
+    text = message.lower()
+    return (status == 404 and "no such container" in text) or (
+        status == 409 and ("not running" in text or "improper" in text or "is restarting" in text)
+    )
+
+
 @contextlib.contextmanager
-def _engine_errors(what: str, url: str | None) -> Generator[None]:
-    """Map aiodocker's errors (and a silent engine) to the library's, with ``from exc``."""
+def _engine_errors(what: str, host: str | None, sandbox: str | None = None) -> Generator[None]:
+    """Map aiodocker's errors (and a silent engine) to the library's, with ``from exc``.
+
+    With ``sandbox``, an engine saying the container is missing or stopped raises ``SandboxGoneError``.
+    """
     aiodocker = _aiodocker()
+    import aiohttp
+
     try:
         with anyio.fail_after(_API_SECONDS):
             yield
     except TimeoutError as exc:
         raise EngineUnavailableError(f"{what}: the engine did not answer within {_API_SECONDS:g} s") from exc
-    except aiodocker.DockerError as exc:
-        if exc.status == 900:
-            raise EngineUnavailableError(f"{what}: {exc.message}") from exc
-        raise SandboxError(f"{what}: {exc.message} (HTTP {exc.status})") from exc
-    except OSError as exc:
-        raise EngineUnavailableError(
-            f"{what}: cannot reach the engine at {url or 'the default socket'}: {exc}"
-        ) from exc
-
-
-# The API version each engine negotiated, so later clients skip the ``/version`` round trip (0.5 s on Podman).
-_api_versions: dict[str | None, str] = {}
-
-
-def _client(url: str | None) -> aiodocker.Docker:
-    """An aiodocker client for ``url``, reusing the API version an earlier client negotiated with that engine."""
-    return _aiodocker().Docker(url=url, api_version=_api_versions.get(url, "auto"))
-
-
-def _remember_api_version(url: str | None, docker: aiodocker.Docker) -> None:
-    if docker.api_version != "auto":
-        _api_versions[url] = docker.api_version
+    except (aiodocker.DockerError, _engine.EngineError) as exc:
+        status, message = int(exc.status), str(exc.message)
+        if status == 900:
+            raise EngineUnavailableError(f"{what}: cannot reach the engine at {host}: {message}") from exc
+        if sandbox is not None and _is_gone(status, message):
+            raise SandboxGoneError(
+                f"{what}: sandbox {sandbox} is gone (its container was removed or stopped: {message})"
+            ) from exc
+        raise SandboxError(f"{what}: {message} (HTTP {status})") from exc
+    except (OSError, aiohttp.ClientError) as exc:
+        if isinstance(exc, SandboxError):  # an OSError subclass of ours (ConnectionError)
+            raise
+        where = host or "the default socket"
+        raise EngineUnavailableError(f"{what}: cannot reach the engine at {where}: {exc}") from exc
 
 
 def _parse_mtime(text: str) -> datetime | None:
@@ -127,37 +183,39 @@ class _DockerProcess(ChannelProcess):
     """One exec: a reader task moves frames into a small bounded channel; a kill is a second exec."""
 
     def __init__(
-        self, sandbox: DockerSandbox, argv: list[str], *, stdin: bytes | None, interactive: bool, **exec_options: Any
+        self, sandbox: DockerSandbox, command: str, *, stdin: bytes | None, interactive: bool, **exec_options: Any
     ) -> None:
         super().__init__(stdin=stdin, interactive=interactive)
         self._sandbox = sandbox
-        self._pidfile = f"/tmp/.agent-backends-{uuid.uuid4().hex}.pid"
+        token = uuid.uuid4().hex
+        self._pattern = _token_pattern(f"abcmd{token}")
         drain = "drain" if stdin is not None and not interactive else ""
-        self._argv = ["/bin/sh", "-c", _WRAPPER, "sh", *argv, self._pidfile, drain]
+        self._argv = ["/bin/sh", "-c", _WRAPPER, "sh", command, "abcmd", token, drain, _LEADER]
         self._options = exec_options
         self._exec: Exec | None = None
-        self._stream: Stream | None = None
+        self._stream: _engine.ExecStream | None = None
         self._ended = anyio.Event()  # the output reached its end: the command is gone
         self._kill_sent = False
         self._pump_scope = anyio.CancelScope(shield=True)  # only _stop ends the pump, so it sees that end
         self._returncode: int | None = None
+        self._counted = False
 
     @property
     def returncode(self) -> int | None:
         return self._returncode
 
     async def __aenter__(self) -> Self:
+        sandbox = self._sandbox
         try:
-            container = self._sandbox._running()  # pyright: ignore[reportPrivateUsage]
+            container = await sandbox._ready()  # pyright: ignore[reportPrivateUsage]
             piped = self._interactive or self._stdin is not None
-            with _engine_errors("could not start a command", self._sandbox.docker_url):
-                self._exec = await container.exec(self._argv, stdin=piped, **self._options)
-                stream = self._exec.start(detach=False)
-                self._stack.push_async_callback(stream.close)
-                await stream._init()  # starts the exec; aiodocker otherwise starts it lazily on first read or write  # pyright: ignore[reportPrivateUsage]
+            with sandbox._errors("could not start a command"):  # pyright: ignore[reportPrivateUsage]
+                self._exec = await container.exec(self._argv, stdin=piped, stdout=True, stderr=True, **self._options)
+                stream = await _engine.start_exec(sandbox._host, self._exec.id)  # pyright: ignore[reportPrivateUsage]
+                self._stack.push_async_callback(stream.aclose)
         except BaseException:
             # Cancelled (or failed) while the engine starts the exec: the command may run already, so kill it by
-            # its pid file, and close what was opened.
+            # its token, and close what was opened.
             with anyio.CancelScope(shield=True):
                 if self._exec is not None:
                     with contextlib.suppress(SandboxError):
@@ -167,13 +225,15 @@ class _DockerProcess(ChannelProcess):
             self._receive.close()
             raise
         self._stream = stream
+        sandbox._active += 1  # pyright: ignore[reportPrivateUsage]
+        self._counted = True
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._stop, tasks)
         tasks.start_soon(self._pump, stream)
         self._start_stdin(tasks)
         return self
 
-    async def _pump(self, stream: Stream) -> None:
+    async def _pump(self, stream: _engine.ExecStream) -> None:
         """Move frames into the channel until the output ends; once the reader is gone, drain them unread.
 
         Shielded: a cancelled pump could not tell ``_stop`` whether the command ended, and it would not be killed.
@@ -181,24 +241,30 @@ class _DockerProcess(ChannelProcess):
         try:
             with self._pump_scope:
                 async with self._send:
-                    while (message := await stream.read_out()) is not None:
+                    while (frame := await stream.receive()) is not None:
                         with contextlib.suppress(anyio.BrokenResourceError):
-                            chunk = OutputChunk("stdout" if message.stream == 1 else "stderr", message.data)
-                            await self._send.send(chunk)
+                            await self._send.send(OutputChunk("stdout" if frame.stream == 1 else "stderr", frame.data))
         finally:
             self._ended.set()
 
     async def _stop(self, tasks: anyio.abc.TaskGroup) -> None:
         self._receive.close()  # nobody reads any more: the pump drains what is left
-        with anyio.CancelScope(shield=True):
-            if not self._ended.is_set():
-                await self.kill()
-                with anyio.move_on_after(_KILL_SECONDS):
-                    if self._interactive or self._stdin is not None:
-                        await self.close_stdin()  # the end of input ends a wrapper still reading it
-                    await self._ended.wait()
-        self._pump_scope.cancel()
-        tasks.cancel_scope.cancel()
+        try:
+            with anyio.CancelScope(shield=True):
+                if not self._ended.is_set():
+                    with contextlib.suppress(SandboxUnavailableError):  # gone: nothing left to kill
+                        await self.kill()
+                    with anyio.move_on_after(_KILL_SECONDS):
+                        if self._interactive or self._stdin is not None:
+                            await self.close_stdin()  # the end of input ends a wrapper still reading it
+                        await self._ended.wait()
+        finally:
+            if self._counted:
+                self._counted = False
+                self._sandbox._active -= 1  # pyright: ignore[reportPrivateUsage]
+                self._sandbox._touch()  # pyright: ignore[reportPrivateUsage]
+            self._pump_scope.cancel()
+            tasks.cancel_scope.cancel()
 
     async def _send_stdin(self, data: bytes | str) -> None:
         if self._stream is None or not (self._interactive or self._stdin is not None):
@@ -206,43 +272,54 @@ class _DockerProcess(ChannelProcess):
         if self._ended.is_set():  # the engine has closed the connection
             raise ProcessError("the process no longer reads its standard input")
         try:
-            with _engine_errors("could not write to the command's stdin", self._sandbox.docker_url):
-                await self._stream.write_in(data.encode() if isinstance(data, str) else data)
-        except (ConnectionError, RuntimeError) as exc:
+            await self._stream.send(data.encode() if isinstance(data, str) else data)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ProcessError("the process no longer reads its standard input") from exc
 
     async def close_stdin(self) -> None:
         """Half-close the exec's connection: the engine closes the process's stdin, output keeps flowing."""
         await self._stdin_written.wait()
-        response = self._stream._resp if self._stream is not None else None  # pyright: ignore[reportPrivateUsage]
-        transport = response.connection.transport if response is not None and response.connection else None
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
+        if self._stream is not None:
+            with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._stream.send_eof()
 
     async def kill(self) -> None:
-        # Once is enough: the group is gone and the wrapper has removed the pid file, so a second kill would only
-        # wait for a pid file that never comes back.
+        # Once is enough: after it, the group is gone, and a second kill would only wait for a leader that never
+        # comes back.
         if self._ended.is_set() or self._kill_sent:
             return
         self._kill_sent = True
-        await self._sandbox._exec_and_wait(["/bin/sh", "-c", _KILLER, "sh", self._pidfile])  # pyright: ignore[reportPrivateUsage]
+        await self._sandbox._kill_token(self._pattern)  # pyright: ignore[reportPrivateUsage]
 
     async def wait(self) -> int | None:
         await self._ended.wait()
         if self._returncode is None and self._exec is not None:
-            with _engine_errors("could not read the command's exit code", self._sandbox.docker_url):
+            sandbox = self._sandbox
+            with sandbox._errors("could not read the command's exit code"):  # pyright: ignore[reportPrivateUsage]
                 deadline = time.monotonic() + _KILL_SECONDS
+                state: dict[str, Any] = {}
                 while True:
-                    state = await self._exec.inspect()
+                    try:
+                        state = await self._exec.inspect()
+                    except _aiodocker().DockerError as exc:
+                        if exc.status != 404:
+                            raise
+                        break  # the exec is gone with its container
                     if state.get("ExitCode") is not None or time.monotonic() > deadline:
                         break
                     await anyio.sleep(0.01)  # the engine records the exit code just after the stream ends
-            self._returncode = exit_status(state.get("ExitCode"))
+            code = exit_status(state.get("ExitCode"))
+            if code is None or (code >= 128 and not self._kill_sent):  # killed: did the container go away?
+                await sandbox._check_alive(probe=True)  # pyright: ignore[reportPrivateUsage]
+            self._returncode = code
         return self._returncode
 
 
 class DockerSandbox(ExecutionMixin, BaseSandbox):
     """A Docker (or Podman) container as a sandbox: files, streamed execution, background processes.
+
+    Constructing one does no I/O: the first operation starts the container (``start()`` or ``async with`` start it
+    at once, to fail early); ``stop()``/``aclose()`` remove it, from any task, and are idempotent.
 
     Args:
         image: a locally present image (nothing is pulled).
@@ -260,7 +337,11 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         oci_runtime: the OCI runtime, when ``runtime`` names a runtime configuration.
         labels: extra labels; every sandbox also carries ``agent-backends.sandbox``.
         auto_remove: remove the container when the sandbox closes (default); else only stop it.
-        docker_url: the engine's API, e.g. ``unix:///run/podman/podman.sock``; default: Docker's usual socket.
+        docker_url: the engine's API, e.g. ``unix:///run/podman/podman.sock``; default: ``DOCKER_HOST``, else
+            Docker's usual sockets.
+        ref: the ``id`` of a running sandbox to attach to instead of creating one (after a restart, from another
+            process); a sandbox that is gone raises ``SandboxGoneError``, it is never replaced.
+        read_only: a read-only root filesystem with a tmpfs at ``work_dir`` (unless a volume is mounted there).
         default_timeout, max_output_chars, max_grep_matches: as for ``LocalBackend``.
     """
 
@@ -282,6 +363,8 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         labels: Mapping[str, str] | None = None,
         auto_remove: bool = True,
         docker_url: str | None = None,
+        ref: str | None = None,
+        read_only: bool = False,
         default_timeout: float | None = DEFAULT_TIMEOUT,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
@@ -302,43 +385,245 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             self.cpus = self.cpus if self.cpus is not None else self.runtime_config.cpus
             self.pids_limit = self.pids_limit if self.pids_limit is not None else self.runtime_config.pids_limit
         self.labels = {**(labels or {}), SANDBOX_LABEL: uuid.uuid4().hex}
-        self.name = f"agent-backends-{self.labels[SANDBOX_LABEL][:16]}"  # known before the engine answers
+        self.name = ref or f"agent-backends-{self.labels[SANDBOX_LABEL][:16]}"  # known before the engine answers
+        self.ref = ref
+        self.read_only = read_only
         self.auto_remove = auto_remove
         self.docker_url = docker_url
         self.default_timeout = default_timeout
         self.max_output_chars = max_output_chars
+        self._host = docker_url or ""
         self._docker: aiodocker.Docker | None = None
         self._container: DockerContainer | None = None
+        self._container_id: str | None = None
+        self._start_lock = anyio.Lock()
+        self._closed = False
+        self._paused = False
+        self._active = 0  # commands running through this object
+        self._last_active = time.monotonic()
         self._owner = (0, 0)
+        self._jobs_started: set[str] = set()
 
-    # --- lifecycle ---------------------------------------------------------------------------------------------
+    # --- identity and state --------------------------------------------------------------------------------------
 
     @property
     def id(self) -> str:
-        """The container id."""
-        return self._running().id
+        """This sandbox's stable identifier: its container's name (``agent-backends-<hex>``), or the ``ref=`` given.
+
+        Readable from construction on, also after ``stop()``; ``DockerSandbox(ref=sandbox.id)`` attaches to it.
+        """
+        return self.name
+
+    @property
+    def container_id(self) -> str | None:
+        """The engine's id of the container, once started or attached (``None`` before)."""
+        return self._container_id
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``stop()``/``aclose()`` was called."""
+        return self._closed
+
+    @property
+    def paused(self) -> bool:
+        """Whether this object paused the container (``pause()``); the next operation resumes it."""
+        return self._paused
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last command through this object ended (0 while one runs)."""
+        return 0.0 if self._active else time.monotonic() - self._last_active
+
+    def _touch(self) -> None:
+        self._last_active = time.monotonic()
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _engine_errors(what, self._host or self.docker_url, self.id)
 
     async def is_running(self) -> bool:
-        """Whether the container still runs (it may have been killed or removed from outside)."""
+        """Whether the container still runs (it may have been killed or removed from outside); paused counts."""
         if self._container is None:
             return False
         try:
-            with _engine_errors("could not inspect the container", self.docker_url):
+            with self._errors("could not inspect the container"):
                 state = await self._container.show()  # pyright: ignore[reportUnknownMemberType]
         except SandboxError:
             return False
         return bool(state.get("State", {}).get("Running"))
 
-    def _running(self) -> DockerContainer:
-        if self._container is None:
-            raise SandboxNotStartedError("the sandbox is not running: use `async with DockerSandbox(...) as sandbox:`")
-        return self._container
+    async def is_busy(self) -> bool:
+        """Whether a command runs through this object or a background process runs in the container."""
+        if self._active:
+            return True
+        if self._container is None or self._paused:
+            return False
+        return any(rc is None for rc in (await self._job_states()).values())
+
+    async def _check_alive(self, *, probe: bool = False) -> None:
+        """Raise ``SandboxGoneError`` when the container is missing or no longer runs.
+
+        With ``probe``, also run a no-op in it: the engine learns that a container died a moment after its
+        processes did, and a command killed by its container's death is reported before that.
+        """
+        container = self._container
+        if container is None:
+            return
+        with self._errors("could not inspect the container"):
+            state = await container.show()  # pyright: ignore[reportUnknownMemberType]
+        status = state.get("State", {})
+        if status.get("Running") and probe:
+            try:
+                await self._collect(container, ["/bin/sh", "-c", "true"])
+            except SandboxUnavailableError:
+                raise
+            except SandboxError as exc:
+                raise SandboxGoneError(f"sandbox {self.id} is gone: {exc}") from exc
+            return
+        if not status.get("Running"):
+            raise SandboxGoneError(
+                f"sandbox {self.id} is gone: its container is {status.get('Status', 'stopped')} (exit code "
+                f"{status.get('ExitCode')}); it is never restarted or replaced behind your back"
+            )
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def _ready(self) -> DockerContainer:
+        """The running container, started (or attached, or resumed) on first use; one start for concurrent calls."""
+        container = self._container
+        if container is not None and not self._paused:
+            return container
+        if self._closed:
+            raise SandboxNotStartedError(
+                f"sandbox {self.id} was closed (stop()/aclose()); create a new DockerSandbox, or attach to a running "
+                "one with DockerSandbox(ref=...)"
+            )
+        async with self._start_lock:
+            if self._closed:
+                raise SandboxNotStartedError(f"sandbox {self.id} was closed while it started")
+            if self._container is None:
+                await self._open()
+            if self._paused:
+                await self.resume()
+            assert self._container is not None
+            return self._container
+
+    async def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._host, version = await _engine.connect(self.docker_url)
+            docker: aiodocker.Docker = _aiodocker().Docker(url=self._host, api_version=f"v{version}")
+            self._docker = docker
+            return docker
+        return self._docker
+
+    async def _open(self) -> None:
+        """Create and start the container, or attach to ``ref``; on any failure (or cancellation), leave nothing."""
+        container: DockerContainer | None = None
+        try:
+            docker = await self._client()
+            if self.ref is not None:
+                container = await self._attach(docker, self.ref)
+            else:
+                container = await self._create(docker)
+            if self.user is not None:
+                ids = (await self._collect(container, ["/bin/sh", "-c", "id -u; id -g"])).split()
+                if len(ids) == 2 and all(n.isdigit() for n in ids):
+                    self._owner = (int(ids[0]), int(ids[1]))
+                    if self.ref is None:
+                        await self._give_work_dir(container)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._discard()
+            raise
+        assert container is not None
+        self._container, self._container_id = container, container.id
+        self._touch()
+
+    async def _create(self, docker: aiodocker.Docker) -> DockerContainer:
+        if self.runtime_config is not None:
+            await ensure_runtime_image(self.runtime_config, docker_url=self._host)
+        config = self._container_config()
+        container: DockerContainer | None = None
+        with (
+            self._errors(f"could not start a container from {self.image!r}"),
+            # A create cut short still lands on the engine, after we stopped listening: let it finish, so a
+            # cancellation arrives just after it, with the container known to the cleanup.
+            anyio.CancelScope(shield=True),
+        ):
+            try:
+                container = await docker.containers.create(config, name=self.name)  # pyright: ignore[reportUnknownMemberType]
+            except _aiodocker().DockerError as exc:
+                if exc.status == 404 and "image" in str(exc.message).lower():
+                    raise ImageNotFoundError(
+                        f"image {self.image!r} is not present locally, and no registry is reached to pull it; "
+                        "build it or load it (`docker load`) first"
+                    ) from exc
+                raise
+            self._container_id = container.id
+            await container.start()  # pyright: ignore[reportUnknownMemberType]
+        assert container is not None
+        return container
+
+    async def _attach(self, docker: aiodocker.Docker, ref: str) -> DockerContainer:
+        aiodocker = _aiodocker()
+        with self._errors(f"could not attach to sandbox {ref!r}"):
+            try:
+                container = await docker.containers.get(ref)  # pyright: ignore[reportUnknownMemberType]
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+                raise SandboxGoneError(
+                    f"sandbox {ref!r} is gone: the engine has no such container. ref= attaches to a running sandbox "
+                    "and never creates a replacement; create a new DockerSandbox instead"
+                ) from exc
+            info: dict[str, Any] = await container.show()  # pyright: ignore[reportUnknownMemberType]
+        config, host, state = info.get("Config", {}), info.get("HostConfig", {}), info.get("State", {})
+        labels: dict[str, str] = dict(config.get("Labels") or {})
+        if SANDBOX_LABEL not in labels:
+            raise SandboxError(
+                f"container {ref!r} was not created by agent_backends (it has no {SANDBOX_LABEL} label): not attaching"
+            )
+        if not state.get("Running"):
+            raise SandboxGoneError(
+                f"sandbox {ref!r} is gone: its container is {state.get('Status', 'stopped')}; ref= attaches to a "
+                "running sandbox and never restarts or replaces it"
+            )
+        self._paused = bool(state.get("Paused"))
+        self.labels = labels
+        self.image = str(config.get("Image", self.image))
+        self.work_dir = self._cwd = _paths.normalize(config.get("WorkingDir") or self.work_dir)
+        self.user = config.get("User") or None
+        self.read_only = bool(host.get("ReadonlyRootfs"))
+        self.runtime = host.get("Runtime") or self.runtime
+        return container
+
+    async def _discard(self) -> None:
+        """Remove what a start cut short left (found by name if its id never came back); close the client."""
+        docker, self._docker = self._docker, None
+        if docker is None:
+            return
+        try:
+            if self.ref is None:
+                with (
+                    contextlib.suppress(SandboxError),
+                    self._errors("could not remove a half-made container"),
+                    contextlib.suppress(_aiodocker().DockerError),  # none was made
+                ):
+                    found = await docker.containers.get(self._container_id or self.name)  # pyright: ignore[reportUnknownMemberType]
+                    await found.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
+                self._container_id = None
+        finally:
+            await docker.close()
 
     def _container_config(self) -> dict[str, Any]:
         host: dict[str, Any] = {
             "NetworkMode": "default" if self.network else "none",
             "Binds": [f"{host}:{inside}" for host, inside in self.volumes.items()],
+            "Tmpfs": {STATE_DIR: "mode=1777"},
         }
+        if self.read_only:
+            host["ReadonlyRootfs"] = True
+            if not any(inside.split(":")[0] == self.work_dir for inside in self.volumes.values()):
+                host["Tmpfs"][self.work_dir] = "mode=1777"
         if self.memory is not None:
             host["Memory"] = self.memory if isinstance(self.memory, int) else _parse_size(self.memory)
         if self.cpus is not None:
@@ -361,43 +646,9 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         return config
 
     async def start(self) -> Self:
-        """Create and start the container (``async with`` does this); fails clearly if the image is missing."""
-        if self._container is not None:
-            return self
-        docker = _client(self.docker_url)
-        self._docker = docker
-        try:
-            if self.runtime_config is not None:
-                with _engine_errors(f"could not build runtime {self.runtime_config.name!r}", self.docker_url):
-                    await ensure_runtime_image(docker, self.runtime_config)
-            with _engine_errors("could not reach the engine", self.docker_url):
-                try:
-                    await docker.images.inspect(self.image)
-                    _remember_api_version(self.docker_url, docker)
-                except _aiodocker().DockerError as exc:
-                    if exc.status != 404:
-                        raise
-                    raise ImageNotFoundError(
-                        f"image {self.image!r} is not present locally, and no registry is reached to pull it; "
-                        "build it or load it (`docker load`) first"
-                    ) from exc
-            with (
-                _engine_errors(f"could not start a container from {self.image!r}", self.docker_url),
-                # A create cut short still lands on the engine, after we stopped listening: let it finish, so a
-                # cancellation arrives just after it, with the container known to the cleanup below.
-                anyio.CancelScope(shield=True),
-            ):
-                self._container = await docker.containers.run(self._container_config(), name=self.name)  # pyright: ignore[reportUnknownMemberType]
-            await self._start_tasks()
-            if self.user is not None:
-                ids = await self._run("id -u; id -g")
-                numbers = ids.stdout.split()
-                if len(numbers) == 2 and all(n.isdigit() for n in numbers):
-                    self._owner = (int(numbers[0]), int(numbers[1]))
-                    await self._give_work_dir()
-        except BaseException:
-            await self.aclose()
-            raise
+        """Start the container now (or attach to ``ref``) instead of on first use; fails clearly if the image is
+        missing (``ImageNotFoundError``), the engine is down (``EngineUnavailableError``) or ``ref`` is gone."""
+        await self._ready()
         return self
 
     async def stop(self) -> None:
@@ -408,25 +659,66 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         return await self.start()
 
     async def aclose(self) -> None:
-        """Kill background processes, remove (or stop) the container, close the engine connection; idempotent."""
-        await self._stop_tasks()
-        container, self._container = self._container, None
-        docker, self._docker = self._docker, None
+        """Remove (or, without ``auto_remove``, stop) the container and close the engine connection.
+
+        Idempotent and safe from any task, also while other tasks use the sandbox (their calls then fail); the
+        background processes go with the container. ``id`` stays readable.
+        """
+        self._closed = True
         with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(_API_SECONDS):
+                await self._start_lock.acquire()  # a start in progress finishes (or fails) first
             try:
-                if container is None and docker is not None:
-                    # A start cut short may have created the container without our learning its id: find it by name.
-                    with contextlib.suppress(SandboxError), _engine_errors("could not find the container", None):
-                        container = await docker.containers.get(self.name)  # pyright: ignore[reportUnknownMemberType]
-                if container is not None:
-                    with contextlib.suppress(SandboxError), _engine_errors("could not remove the container", None):
-                        if self.auto_remove:
-                            await container.delete(force=True)
-                        else:
-                            await container.kill()
+                container, self._container = self._container, None
+                docker, self._docker = self._docker, None
+                try:
+                    if container is not None:
+                        with (
+                            contextlib.suppress(SandboxError),
+                            self._errors("could not remove the container"),
+                            contextlib.suppress(_aiodocker().DockerError),  # already gone
+                        ):
+                            if self.auto_remove:
+                                await container.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
+                            else:
+                                await container.kill()  # pyright: ignore[reportUnknownMemberType]
+                finally:
+                    if docker is not None:
+                        await docker.close()
             finally:
-                if docker is not None:
-                    await docker.close()
+                with contextlib.suppress(RuntimeError):  # not held: the wait above ran out
+                    self._start_lock.release()
+
+    async def detach(self) -> None:
+        """Let go of the container without stopping it: close the engine connection; the next operation (of this
+        object, or of ``DockerSandbox(ref=sandbox.id)`` anywhere) attaches again. Its background processes run on."""
+        async with self._start_lock:
+            self._container = None
+            docker, self._docker = self._docker, None
+            self.ref = self.name
+            if docker is not None:
+                await docker.close()
+
+    async def pause(self) -> None:
+        """Freeze every process in the container (memory kept, no CPU); the next operation resumes it."""
+        container = await self._ready()
+        with self._errors("could not pause the container"):
+            await container.pause()  # pyright: ignore[reportUnknownMemberType]
+        self._paused = True
+
+    async def resume(self) -> None:
+        """Unfreeze a paused container (``pause()``); nothing happens if it is not paused."""
+        container = self._container
+        if container is None or not self._paused:
+            return
+        with self._errors("could not resume the container"):
+            try:
+                await container.unpause()  # pyright: ignore[reportUnknownMemberType]
+            except _aiodocker().DockerError as exc:
+                if exc.status != 409 or "not paused" not in str(exc.message).lower():
+                    raise
+        self._paused = False
+        self._touch()
 
     # --- execution ---------------------------------------------------------------------------------------------
 
@@ -447,26 +739,35 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         if self.user is not None:
             options["user"] = self.user
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        return _DockerProcess(self, [command], stdin=data, interactive=interactive, **options)
+        return _DockerProcess(self, command, stdin=data, interactive=interactive, **options)
 
-    async def _give_work_dir(self) -> None:
+    async def _give_work_dir(self, container: DockerContainer) -> None:
         """Give ``user`` the work dir when it is the empty, root-owned one the engine made: else no command could
         create a file in its own working directory. A mounted directory keeps its owner."""
         uid, gid = self._owner
         if uid == 0 or any(inside.split(":")[0] == self.work_dir for inside in self.volumes.values()):
             return
         script = '[ -z "$(ls -A "$1")" ] && [ "$(stat -c %u "$1")" = 0 ] && chown "$2" "$1"; true'
-        await self._exec_and_wait(["/bin/sh", "-c", script, "sh", self.work_dir, f"{uid}:{gid}"], user="0")
+        await self._collect(container, ["/bin/sh", "-c", script, "sh", self.work_dir, f"{uid}:{gid}"], user="0")
 
-    async def _exec_and_wait(self, argv: list[str], *, user: str | None = None) -> None:
-        """Run a helper command (no wrapper) to completion, as the container's user unless ``user`` is given."""
-        container = self._running()
+    async def _collect(self, container: DockerContainer, argv: list[str], *, user: str | None = None) -> str:
+        """Run a helper command (no wrapper) to completion, as the container's user unless ``user`` is given; its
+        standard output."""
         options: dict[str, Any] = {} if user is None else {"user": user}
-        with _engine_errors("could not run a helper command", self.docker_url):
+        output = bytearray()
+        with self._errors("could not run a helper command"):
             run = await container.exec(argv, stdout=True, stderr=True, **options)
-            async with run.start(detach=False) as stream:
-                while await stream.read_out() is not None:
-                    pass
+            async with await _engine.start_exec(self._host, run.id) as stream:
+                while (frame := await stream.receive()) is not None:
+                    if frame.stream == 1:
+                        output += frame.data
+        return output.decode(errors="replace")
+
+    async def _kill_token(self, pattern: str) -> None:
+        """Kill the process group whose leader's command line matches ``pattern`` (nothing written anywhere)."""
+        container = self._container
+        if container is not None:
+            await self._collect(container, ["/bin/sh", "-c", _KILLER, "sh", pattern])
 
     async def _run(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
         """Internal commands: streamed and uncapped, stdout and stderr apart."""
@@ -490,25 +791,126 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                     stderr.extend(chunk.data)
             return await process.wait(), bytes(stderr)
 
+    # --- background processes: in the container, visible to every object attached to it -------------------------
+
+    async def start_background(
+        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> BackgroundProcess:
+        """Start a long-running command in the container and return at once.
+
+        It runs detached from this object (a reattached sandbox sees it too); its output goes to a file in the
+        container, trimmed to head and tail as it grows, which ``read_background`` reads.
+        """
+        container = await self._ready()
+        job_id = uuid.uuid4().hex[:12]
+        options: dict[str, Any] = {"workdir": _paths.normalize(cwd or self.work_dir, self.work_dir)}
+        if env:
+            options["environment"] = dict(env)
+        if self.user is not None:
+            options["user"] = self.user
+        half = max(self.max_output_chars // 2, 1)
+        argv = ["/bin/sh", "-c", _BACKGROUND, "sh", command, f"{_JOBS}/{job_id}", "abjob", job_id, _LEADER]
+        argv += [str(max(_TRIM_BYTES, 4 * half)), str(half)]
+        with self._errors("could not start a background process"):
+            run = await container.exec(argv, stdout=False, stderr=False, **options)
+            await run.start(detach=True)
+        self._jobs_started.add(job_id)
+        return BackgroundProcess(id=job_id, command=command, running=True, exit_code=None, output="", truncated=False)
+
+    async def _jobs(self, job_id: str | None = None, *, brief: bool = False) -> dict[str, dict[str, bytes]]:
+        """The files of each job (``command``, ``rc``, ``out``, ...), read through one exec."""
+        container = await self._ready()
+        argv = ["/bin/sh", "-c", _JOBS_SCRIPT, "sh", _JOBS, job_id or "", "brief" if brief else ""]
+        text = await self._collect(container, argv)
+        jobs: dict[str, dict[str, bytes]] = {}
+        files: dict[str, bytes] = {}
+        name, lines = "", list[str]()
+
+        def flush() -> None:
+            if name:
+                files[name] = base64.b64decode("".join(lines))
+
+        for line in text.splitlines():
+            if line.startswith("=job "):
+                flush()
+                name, lines = "", []
+                files = jobs.setdefault(line[5:].strip(), {})
+            elif line.startswith("="):
+                flush()
+                name, lines = line[1:].strip(), []
+            else:
+                lines.append(line.strip())
+        flush()
+        return jobs
+
+    async def _job_states(self) -> dict[str, int | None]:
+        return {job: _exit_code(files) for job, files in (await self._jobs(brief=True)).items()}
+
+    def _snapshot(self, job_id: str, files: Mapping[str, bytes]) -> BackgroundProcess:
+        buffer = OutputBuffer(self.max_output_chars)
+        if "head" in files:
+            kept = len(files["head"]) + len(files.get("tail", b""))
+            written = int(files.get("written", b"0").decode().strip() or 0)
+            buffer.feed(OutputChunk("stdout", files["head"]))
+            buffer.omitted += max(written - kept, 0)
+            buffer.feed(OutputChunk("stdout", files.get("tail", b"")))
+        buffer.feed(OutputChunk("stdout", files.get("out", b"")))
+        code = _exit_code(files)
+        return BackgroundProcess(
+            id=job_id,
+            command=files.get("command", b"").decode(errors="replace"),
+            running=code is None,
+            exit_code=code,
+            output=buffer.text(),
+            truncated=buffer.truncated,
+        )
+
+    async def read_background(self, process_id: str) -> BackgroundProcess:
+        """Whether it still runs, its exit code, and its output so far (head and tail)."""
+        if not process_id.isalnum():
+            raise ProcessNotFoundError(f"no background process with id {process_id!r}")
+        files = (await self._jobs(process_id)).get(process_id)
+        if files is None:
+            if process_id in self._jobs_started:  # started a moment ago: its directory is being made
+                return BackgroundProcess(
+                    id=process_id, command="", running=True, exit_code=None, output="", truncated=False
+                )
+            raise ProcessNotFoundError(f"no background process with id {process_id!r} in sandbox {self.id}")
+        return self._snapshot(process_id, files)
+
+    async def list_background(self) -> list[BackgroundProcess]:
+        """Every background process started in this container (by any object attached to it), running or not."""
+        return [self._snapshot(job, files) for job, files in sorted((await self._jobs()).items())]
+
+    async def kill_background(self, process_id: str) -> BackgroundProcess:
+        """Kill a background process (and its children) and return its final state."""
+        state = await self.read_background(process_id)
+        if state.running:
+            await self._kill_token(_token_pattern(f"abjob{process_id}"))
+            with anyio.move_on_after(_KILL_SECONDS):
+                while (state := await self.read_background(process_id)).running:  # noqa: ASYNC110 (state in the container)
+                    await anyio.sleep(0.05)
+        return state
+
     # --- files through the archive API ---------------------------------------------------------------------------
 
     async def _archive_stat(self, path: str) -> dict[str, Any] | None:
-        """The engine's stat of ``path`` (``HEAD .../archive``): one round trip, no exec; ``None`` if missing.
+        """The engine's stat of ``path`` (``HEAD .../archive``): one round trip, no exec; ``None`` if missing."""
+        container = await self._ready()
+        with self._errors(f"could not stat '{path}'"):
+            raw = await _engine.archive_stat(self._host, container.id, path)
+        if raw is None:
+            await self._check_alive()  # the engine answers 404 for a missing container too
+        return raw
 
-        Made through aiodocker's session because its error handling expects a body, which ``HEAD`` never has.
-        """
-        container, docker = self._running(), self._docker
-        assert docker is not None
-        with _engine_errors(f"could not stat '{path}'", self.docker_url):
-            await docker._check_version()  # pyright: ignore[reportPrivateUsage]
-            url = docker._canonicalize_url(f"containers/{container.id}/archive", versioned_api=True)  # pyright: ignore[reportPrivateUsage]
-            async with docker.session.head(url, params={"path": path}) as response:
-                if response.status in (404, 500):  # missing, or a parent is a file (the engine answers 500)
-                    return None
-                if response.status >= 400:
-                    raise SandboxError(f"could not stat '{path}': HTTP {response.status}")
-                header = response.headers.get("X-Docker-Container-Path-Stat", "")
-        return json.loads(base64.b64decode(header)) if header else None
+    async def _stat(self, path: str) -> FileInfo | None:
+        if self.read_only:
+            await self._ready()
+            return await super()._stat(path)
+        found = await self._stat_with_mode(path)
+        if found is None:
+            return None
+        return found[0].model_copy(update={"path": path, "name": _paths.split_name(path)})
 
     async def _stat_with_mode(self, path: str) -> tuple[FileInfo, int] | None:
         for _ in range(8):  # follow symbolic links, as stat -L does
@@ -531,15 +933,12 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             return info, mode & 0o7777
         return None
 
-    async def _stat(self, path: str) -> FileInfo | None:
-        found = await self._stat_with_mode(path)
-        if found is None:
-            return None
-        return found[0].model_copy(update={"path": path, "name": _paths.split_name(path)})
-
     async def _download(self, path: str, size: int) -> bytes:
-        with _engine_errors(f"could not read '{path}'", self.docker_url):
-            archive = await self._running().get_archive(path)
+        if self.read_only:
+            return await super()._download(path, size)
+        container = await self._ready()
+        with self._errors(f"could not read '{path}'"):
+            archive = await container.get_archive(path)
         with archive:
             for member in archive:
                 if member.isfile():
@@ -554,6 +953,9 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         raise not_found(path)
 
     async def _write_bytes(self, path: str, data: bytes) -> None:
+        if self.read_only:
+            await self._ready()
+            return await super()._write_bytes(path, data)
         found = await self._stat_with_mode(path)
         if found is not None and found[0].is_dir:
             raise is_dir_error(path)
@@ -574,12 +976,15 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
 
         # A large archive is packed off the loop; aiohttp streams the file object instead of copying bytes.
         payload = pack() if len(data) < _INLINE_PACK_BYTES else await anyio.to_thread.run_sync(pack)
+        container = await self._ready()
         for attempt in range(2):
             try:
-                with _engine_errors(f"could not write '{path}'", self.docker_url):
+                with self._errors(f"could not write '{path}'"):
                     payload.seek(0)
-                    await self._running().put_archive(parent, payload)  # pyright: ignore[reportUnknownMemberType]
-                return
+                    await container.put_archive(parent, payload)  # pyright: ignore[reportUnknownMemberType]
+                return None
+            except SandboxUnavailableError:
+                raise
             except SandboxError as exc:
                 if attempt or ("404" not in str(exc) and "no such file" not in str(exc).lower()):
                     raise PathError(f"could not write '{path}': {exc}", path) from exc
@@ -587,6 +992,12 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                 if made.exit_code != 0:
                     reason = made.stderr.decode(errors="replace").strip()
                     raise PathError(f"could not create the parent of '{path}': {reason}", path) from exc
+        return None
+
+
+def _exit_code(files: Mapping[str, bytes]) -> int | None:
+    text = files.get("rc", b"").decode(errors="replace").strip()
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def _parse_size(text: str) -> int:
@@ -598,8 +1009,9 @@ def _parse_size(text: str) -> int:
 async def remove_leftover_sandboxes(docker_url: str | None = None, *, label: str = SANDBOX_LABEL) -> list[str]:
     """Force-remove every container carrying the sandbox label (left by a crashed process); returns their ids."""
     aiodocker = _aiodocker()
-    async with aiodocker.Docker(url=docker_url) as docker:
-        with _engine_errors("could not list leftover sandboxes", docker_url):
+    host, version = await _engine.connect(docker_url)
+    async with aiodocker.Docker(url=host, api_version=f"v{version}") as docker:
+        with _engine_errors("could not list leftover sandboxes", host):
             containers = await docker.containers.list(all=True, filters={"label": [label]})
             removed: list[str] = []
             for container in containers:

@@ -18,11 +18,10 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from agent_backends import _paths
 from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
 from agent_backends.backends.filesystem import FilesystemBackend
-from agent_backends.exceptions import PathNotDirectoryError, ProcessError
+from agent_backends.exceptions import ProcessError
 from agent_backends.process import ChannelProcess, OutputChunk, Process, StreamName, exit_status
 
 __all__ = ("LocalBackend",)
@@ -148,8 +147,12 @@ class _LocalProcess(ChannelProcess):
 class LocalBackend(ExecutionMixin, FilesystemBackend):
     """Files under ``root_dir`` plus shell execution on the host, with ``root_dir`` as the working directory.
 
+    Its paths are the host's, so the file tools and the shell share one namespace: a path that ``write`` took or
+    ``ls_info``/``glob_info``/``grep_raw`` returned works unchanged in ``execute``. Relative paths are taken from
+    ``root_dir`` (the shell's working directory); an absolute path outside ``root_dir`` is refused.
+
     Args:
-        root_dir: the directory that is this backend's ``/`` and the commands' working directory.
+        root_dir: the directory the file tools are confined to and the commands' working directory.
         env: variables added to (or replacing) the inherited environment for every command.
         default_timeout: seconds before ``execute`` kills a command (``None``: no limit).
         max_output_chars: how much output ``execute`` keeps (head and tail).
@@ -166,6 +169,8 @@ class LocalBackend(ExecutionMixin, FilesystemBackend):
         max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
     ) -> None:
         super().__init__(root_dir, max_grep_matches=max_grep_matches)
+        self._root_path = self._cwd = self.root_dir
+        self._aliases = ()
         self.env = dict(env or {})
         self.default_timeout = default_timeout
         self.max_output_chars = max_output_chars
@@ -176,11 +181,10 @@ class LocalBackend(ExecutionMixin, FilesystemBackend):
         return self.root_dir
 
     async def __aenter__(self) -> Self:
-        await self._start_tasks()
-        return self
+        return self  # nothing to start: commands run on demand, background processes under their own supervisor
 
     async def aclose(self) -> None:
-        """Kill background processes; idempotent."""
+        """Kill background processes; idempotent, from any task. The backend stays usable afterwards."""
         await self._stop_tasks()
 
     def open_process(
@@ -192,20 +196,14 @@ class LocalBackend(ExecutionMixin, FilesystemBackend):
         stdin: str | bytes | None = None,
         interactive: bool = False,
     ) -> Process:
-        """A host process running ``command`` in ``cwd`` (a backend path; default ``/``); ``async with`` starts it."""
+        """A host process running ``command`` in ``cwd`` (default: ``root_dir``); ``async with`` starts it."""
         Process.check_arguments(command, env={**self.env, **(env or {})}, cwd=cwd)  # InvalidArgumentError, not later
-        path = _paths.normalize(cwd or "/")
-
-        def workdir() -> str:
-            real = self._real(path)
-            if not os.path.isdir(real):
-                raise PathNotDirectoryError(f"working directory '{path}' is not a directory", path)
-            return real
-
+        path = self._path(cwd or self._cwd)
         return _LocalProcess(
             command,
-            workdir=workdir,
-            env={**os.environ, **self.env, **(env or {})},
+            workdir=lambda: self._host_dir(path),
+            # PWD as this backend names the directory, so `pwd` prints a path the file tools take.
+            env={**os.environ, **self.env, "PWD": path, **(env or {})},
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             interactive=interactive,
         )
