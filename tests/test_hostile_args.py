@@ -16,6 +16,7 @@ import anyio.to_thread
 import pytest
 
 from agent_backends import (
+    DockerSandbox,
     GrepMatch,
     GrepMatches,
     InvalidArgumentError,
@@ -29,7 +30,18 @@ from agent_backends import (
     _ripgrep,
 )
 from agent_backends._glob import MAX_GLOB_CHARS
-from tests.conftest import EXEC_KINDS, KINDS, Factory, ShellSandbox, Threaded, _base, at, require_docker
+from tests.conftest import (
+    EXEC_KINDS,
+    KINDS,
+    LABELS,
+    PYTHON_IMAGE,
+    Factory,
+    ShellSandbox,
+    Threaded,
+    _base,
+    at,
+    require_docker,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -263,15 +275,15 @@ def _twins(tmp_path: Path) -> list[Any]:
 
 def test_a_closed_twin_says_it_is_closed(tmp_path: Path) -> None:
     for twin in _twins(tmp_path):
-        assert twin.write("/a.txt", "a\n").ok
+        assert twin.write("a.txt", "a\n").ok
         twin.close()
         calls = [
-            lambda twin=twin: twin.read("/a.txt"),
-            lambda twin=twin: twin.write("/b.txt", "b"),
+            lambda twin=twin: twin.read("a.txt"),
+            lambda twin=twin: twin.write("b.txt", "b"),
             lambda twin=twin: twin.grep_raw("a"),
             lambda twin=twin: twin.glob_info("*"),
-            lambda twin=twin: twin.ls_info("/"),
-            lambda twin=twin: twin.exists("/a.txt"),
+            lambda twin=twin: twin.ls_info("."),
+            lambda twin=twin: twin.exists("a.txt"),
         ]
         if isinstance(twin, SyncLocalBackend):
             calls.append(lambda twin=twin: twin.execute("echo hi"))
@@ -324,3 +336,24 @@ async def test_a_long_pattern_in_a_sandbox_with_nowhere_to_write_is_still_search
     found = hits(await sandbox.grep_raw(f"{words}|needle", f"{tmp_path}/p"))
     assert found == [(f"{tmp_path}/p/a.txt", 2, "the needle here")]
     assert hits(await sandbox.grep_raw("needle", f"{tmp_path}/p")) == found, "short patterns still use ripgrep"
+
+
+@pytest.mark.docker
+async def test_a_sandbox_search_from_the_root_applies_the_glob_to_what_it_names() -> None:
+    """From ``/`` a sandbox names the root's entries to ripgrep, which applies no glob to a path it is given."""
+    require_docker()
+    files = ["/aa-top.txt", "/aa-top.py", "/zz-tree/sub/a.txt", "/zz-tree/keep.txt", "/sub/b.txt"]
+    expected = {
+        "*.py": ["/aa-top.py"],
+        "!*.txt": ["/aa-top.py"],
+        "!zz-tree": ["/aa-top.py", "/aa-top.txt", "/sub/b.txt"],
+        "!sub": ["/aa-top.py", "/aa-top.txt", "/zz-tree/keep.txt"],
+        "!sub/": ["/aa-top.py", "/aa-top.txt", "/zz-tree/keep.txt"],
+        "zz-tree/*": ["/zz-tree/keep.txt"],
+    }
+    async with DockerSandbox(PYTHON_IMAGE, "/", labels=LABELS) as sandbox:
+        for path in files:
+            assert (await sandbox.write(path, "needle-4242-xyzzy\n")).ok
+        for glob, paths in expected.items():
+            found = hits(await sandbox.grep_raw("needle-4242-xyzzy", "/", glob))
+            assert [path for path, _, _ in found] == paths, glob

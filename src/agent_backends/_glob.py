@@ -18,7 +18,14 @@ from agent_backends import _paths
 from agent_backends._grep import clip_echo
 from agent_backends.exceptions import InvalidPathError
 
-__all__ = ("MAX_GLOB_CHARS", "GlobMatcher", "compile_glob", "compile_name_filter", "split_file_filter")
+__all__ = (
+    "MAX_GLOB_CHARS",
+    "GlobMatcher",
+    "compile_directory_filter",
+    "compile_glob",
+    "compile_name_filter",
+    "split_file_filter",
+)
 
 # Longer than any real path, short enough that compiling one never stalls the event loop and ``--glob`` always
 # fits in ripgrep's argv (which has no file to read globs from).
@@ -144,6 +151,18 @@ def compile_glob(pattern: str, path: str = "/") -> GlobMatcher:
     return GlobMatcher(base, rest, re.compile(_translate(rest), re.DOTALL), recursive, len(segments), name_only)
 
 
+def _filter_parts(glob: str) -> tuple[bool, bool, str]:
+    """A file filter's parts: negated (``!``), directories only (a trailing ``/``), and a regex body that matches
+    the relative paths it names."""
+    negate = glob.startswith("!")
+    glob = glob.removeprefix("!")
+    _check_glob_text(glob)
+    directories_only = glob.endswith("/") and len(glob) > 1
+    glob = glob.removesuffix("/") if directories_only else glob
+    body = _translate(glob.lstrip("/"))
+    return negate, directories_only, body if "/" in glob else f"(?:.*/)?(?:{body})"
+
+
 @lru_cache(maxsize=256)
 def compile_name_filter(glob: str) -> re.Pattern[str]:
     """A file filter for ``grep_raw``, matched against paths relative to the searched ``path``: without ``/`` it
@@ -154,18 +173,19 @@ def compile_name_filter(glob: str) -> re.Pattern[str]:
     searched path is itself a file, named explicitly) is always accepted: ripgrep applies no glob to a file it is
     given by name.
     """
-    negate = glob.startswith("!")
-    glob = glob.removeprefix("!")
-    _check_glob_text(glob)
-    directories_only = glob.endswith("/") and len(glob) > 1
-    glob = glob.removesuffix("/") if directories_only else glob
-    body = _translate(glob.lstrip("/"))
-    if "/" not in glob:
-        body = f"(?:.*/)?(?:{body})"
+    negate, directories_only, body = _filter_parts(glob)
     if not negate:
         return re.compile("" if directories_only else f"(?:{body})?", re.DOTALL)
     below = "/.+" if directories_only else "(?:/.*)?"
     return re.compile(f"(?:(?!(?:{body}){below}$).+)?", re.DOTALL)
+
+
+@lru_cache(maxsize=256)
+def compile_directory_filter(glob: str) -> re.Pattern[str] | None:
+    """The directories (paths relative to the searched ``path``) a file filter prunes with all below them: those a
+    negated filter matches; ``None`` for a filter that prunes none."""
+    negate, _, body = _filter_parts(glob)
+    return re.compile(body, re.DOTALL) if negate else None
 
 
 def split_file_filter(glob: str | None, base: str) -> tuple[list[str], Callable[[str], bool] | None]:

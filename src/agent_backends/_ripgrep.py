@@ -227,8 +227,9 @@ async def run_rg(
                 stderr.extend(chunk)
 
     async def send_pattern(stream: anyio.abc.ByteSendStream) -> None:
-        async with stream:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        # ripgrep reads its patterns before it searches; if it exits without them (a bad flag), its code says so.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            async with stream:
                 await stream.send(pattern_input(pattern))
 
     async with await anyio.open_process(argv, cwd=cwd) as process:

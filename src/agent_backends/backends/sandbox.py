@@ -20,7 +20,13 @@ from typing import NamedTuple
 import anyio
 
 from agent_backends import _paths, _text
-from agent_backends._glob import GlobMatcher, compile_glob, compile_name_filter, split_file_filter
+from agent_backends._glob import (
+    GlobMatcher,
+    compile_directory_filter,
+    compile_glob,
+    compile_name_filter,
+    split_file_filter,
+)
 from agent_backends._grep import (
     DEFAULT_MAX_MATCHES,
     MatchCollector,
@@ -238,7 +244,9 @@ class BaseSandbox(StorageBackend):
         collector = MatchCollector(self.max_grep_matches)
         globs, accept = split_file_filter(glob, path)
         if info.is_dir:
-            targets = [path] if path != "/" else [e.path for e in await self._list("/") if e.path not in _PSEUDO]
+            targets = [path] if path != "/" else await self._root_targets(glob)
+            if not targets:
+                return collector.result()
         else:
             targets = [path]  # a binary file is dropped by its end record, as in a walk
         arguments = rg_arguments(targets, globs, pattern=pattern)
@@ -262,6 +270,24 @@ class BaseSandbox(StorageBackend):
                     await self._run(f"rm -f -- {shlex.quote(pattern_file)}")
         error = rg_error(pattern, code, stderr)
         return error if error is not None else collector.result()
+
+    async def _root_targets(self, glob: str | None) -> list[str]:
+        """What a search from ``/`` names to ripgrep: the root's entries but the pseudo filesystems. ripgrep applies
+        no glob to a path it is given, so the filter is applied to these here, as to what it walks below them."""
+        entries = [entry for entry in await self._list("/") if entry.path not in _PSEUDO]
+        if glob is None:
+            return [entry.path for entry in entries]
+        files, pruned = compile_name_filter(glob), compile_directory_filter(glob)
+        kept: list[str] = []
+        for entry in entries:
+            relative = entry.path[1:]
+            if entry.is_dir:
+                keep = pruned is None or pruned.fullmatch(relative) is None
+            else:
+                keep = files.fullmatch(relative) is not None
+            if keep:
+                kept.append(entry.path)
+        return kept
 
     async def _grep_downloaded(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
         """The fallback without ``rg``: the in-memory engine over each file, downloaded one at a time."""
