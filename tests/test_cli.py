@@ -16,7 +16,7 @@ def test_demo_shows_an_agent_fixing_a_bug_on_the_host(tmp_path: Path, capsys: py
     assert ">>> write_file(path='stats.py'" in out
     assert "mean: 3.3333333333333335" in out, "the first run shows the bug"
     assert ">>> edit_file(" in out
-    assert "Edited /stats.py: 1 replacement(s)" in out
+    assert f"Edited {tmp_path}/stats.py: 1 replacement(s)" in out  # the host path: the shell's path too
     assert "mean: 2.5\n    [exit code 0]" in out, "the second run shows the fix"
     assert (tmp_path / "stats.py").read_text().count("/ len(values)") == 1
 
@@ -33,16 +33,16 @@ def test_one_shot_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "app.py").write_text("def main():\n    return 42\n")
     where = ["--dir", str(tmp_path)]
-    assert main(["ls", "/src", *where]) == 0
-    assert main(["read", "/src/app.py", "--offset", "1", *where]) == 0
+    assert main(["ls", "src", *where]) == 0
+    assert main(["read", f"{tmp_path}/src/app.py", "--offset", "1", *where]) == 0
     assert main(["grep", r"return \d+", *where]) == 0
     assert main(["grep", "nothing-matches-this", *where]) == 1
     assert main(["grep", "a(", *where]) == 2
     assert main(["exec", "echo out; exit 3", *where]) == 3
     out = capsys.readouterr().out
-    assert "/src/app.py\t26" in out
+    assert f"{tmp_path}/src/app.py\t26" in out
     assert "     2\t    return 42" in out
-    assert "/src/app.py:2:     return 42" in out
+    assert f"{tmp_path}/src/app.py:2:     return 42" in out
     assert out.endswith("out\n")
 
 

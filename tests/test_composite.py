@@ -11,6 +11,7 @@ from agent_backends import (
     ExecutionNotSupportedError,
     FilesystemBackend,
     GrepMatches,
+    LocalBackend,
     PathError,
     PathNotFoundError,
     StateBackend,
@@ -120,3 +121,27 @@ async def test_context_manager_closes_children_once(tmp_path: Path) -> None:
         assert (await backend.write("/x/f", "1")).ok
     await backend.aclose()
     assert closed == ["closed", "closed"]
+
+
+async def test_local_backends_keep_their_host_paths_behind_routes(tmp_path: Path) -> None:
+    """A ``LocalBackend`` names its files by host path; routed, its files take the route's paths, and back."""
+    project, scratch = tmp_path / "project", tmp_path / "scratch"
+    project.mkdir()
+    scratch.mkdir()
+    async with CompositeBackend(LocalBackend(scratch), routes={"/project/": LocalBackend(project)}) as backend:
+        assert (await backend.write("/project/src/app.py", "print('app')\n")).path == "/project/src/app.py"
+        assert (await backend.write("/notes.txt", "print me\n")).path == "/notes.txt"
+        assert (project / "src" / "app.py").exists()
+        assert (scratch / "notes.txt").exists()
+        assert [i.path for i in await backend.ls_info("/project/src")] == ["/project/src/app.py"]
+        assert [i.path for i in await backend.glob_info("**/*.py")] == ["/project/src/app.py"]
+        found = await backend.grep_raw("print")
+        assert not isinstance(found, str)
+        assert [m.path for m in found] == ["/notes.txt", "/project/src/app.py"]
+        edited = await backend.edit("/project/src/app.py", "app", "APP")
+        assert (edited.path, edited.occurrences) == ("/project/src/app.py", 1)
+        assert (await backend.read("/project/missing.py")) == "Error: '/project/missing.py' does not exist"
+        # The shell is the default's: relative paths agree with the composite's for files on the default route.
+        assert (await backend.execute("cat notes.txt", timeout=60)).output == "print me\n"
+        (scratch / "sub").mkdir()
+        assert (await backend.execute("pwd", cwd="/sub", timeout=60)).output == f"{scratch}/sub\n"

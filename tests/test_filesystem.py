@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from agent_backends import FilesystemBackend, PathEscapeError
+from agent_backends import FilesystemBackend, PathEscapeError, PathPermissionError
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +137,32 @@ async def test_virtual_mode_recreating_a_deleted_file(tmp_path: Path) -> None:
     await backend.write("/f.txt", "memory\n")
     assert await backend.read("/f.txt") == "     1\tmemory"
     assert (tmp_path / "f.txt").read_text() == "disk\n"
+
+
+async def test_the_seed_host_style_paths_name_files_under_the_root(tmp_path: Path) -> None:
+    """``FilesystemBackend("/workspace", virtual_mode=True)`` then ``write("/workspace/new_file.py")``, as the
+    seed page does: a path under ``root_dir`` written as a host path names the file below the root."""
+    root = tmp_path / "workspace"
+    (root / "src").mkdir(parents=True)
+    (root / "existing_file.py").write_text("def existing():\n    pass\n")
+    (root / "src" / "mod.py").write_text("def found(x):\n    return x\n")
+    backend = FilesystemBackend(root, virtual_mode=True)
+    assert (await backend.write(f"{root}/new_file.py", "content")).path == "/new_file.py"
+    assert await backend.read(f"{root}/existing_file.py") == "     1\tdef existing():\n     2\t    pass"
+    found = await backend.grep_raw(r"def \w+\(", path=f"{root}/src")
+    assert not isinstance(found, str)
+    assert [(m.path, m.line) for m in found] == [("/src/mod.py", "def found(x):")]
+    assert set(backend.virtual_files) == {"/new_file.py"}
+    assert [i.path for i in await backend.glob_info(f"{root}/**/*.py")] == [
+        "/existing_file.py",
+        "/new_file.py",
+        "/src/mod.py",
+    ]
+    assert not (root / "new_file.py").exists()
+    disk = FilesystemBackend(root)
+    assert (await disk.edit(f"{root}/src/mod.py", "return x", "return x * 2")).ok
+    assert "x * 2" in (root / "src" / "mod.py").read_text()
+    await disk.delete(f"{root}/src/mod.py")
+    with pytest.raises(PathPermissionError):
+        await disk.delete(str(root), recursive=True)  # the root under its host name is still the root
+    assert root.is_dir()

@@ -39,6 +39,11 @@ def _backend(kind: str, root: Path) -> FilesystemBackend:
     return FilesystemBackend(root, virtual_mode=kind == "virtual")
 
 
+def _at(backend: FilesystemBackend, path: str) -> str:
+    """``path`` (from the root) as ``backend`` names it: ``LocalBackend``'s paths are host paths."""
+    return path if backend.root_path == "/" else backend.root_path + path
+
+
 @pytest.fixture(params=DISK_KINDS)
 def disk_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -152,15 +157,15 @@ async def test_a_very_deep_tree_is_deleted_without_recursion_errors(root: Path, 
 
 
 async def test_a_deep_long_path_is_written_read_and_deleted(root: Path, disk_kind: str) -> None:
-    path = "/" + "/".join(["d"] * 995) + "/f.txt"
-    assert len(path) > 1_990
     backend = _backend(disk_kind, root)
+    path = _at(backend, "/" + "/".join(["d"] * 995) + "/f.txt")
+    assert len(path) > 1_990
     assert (await backend.write(path, "deep\n")).ok
     assert await backend.read(path) == "     1\tdeep"
     assert (await backend.edit(path, "deep", "deeper")).ok
     assert await backend.read_bytes(path) == b"deeper\n"
     assert [i.path for i in await backend.glob_info("**/f.txt")] == [path]
-    await backend.delete("/d", recursive=True)
+    await backend.delete("d", recursive=True)
     assert not await backend.exists(path)
 
 
@@ -168,10 +173,10 @@ async def test_a_deep_long_path_is_written_read_and_deleted(root: Path, disk_kin
 async def test_names_up_to_255_bytes_are_written_and_edited(root: Path, disk_kind: str, length: int) -> None:
     name = "n" * (length - 4) + ".txt"
     backend = _backend(disk_kind, root)
-    assert (await backend.write(f"/{name}", "one\n")).ok
-    assert (await backend.write(f"/{name}", "two\n")).ok
-    assert (await backend.edit(f"/{name}", "two", "three")).ok
-    assert await backend.read_bytes(f"/{name}") == b"three\n"
+    assert (await backend.write(name, "one\n")).ok
+    assert (await backend.write(name, "two\n")).ok
+    assert (await backend.edit(name, "two", "three")).ok
+    assert await backend.read_bytes(name) == b"three\n"
     assert [p for p in os.listdir(root) if p != name] == []  # no temporary file left behind
 
 
@@ -223,7 +228,7 @@ async def test_two_backends_on_one_directory_serialize_edits_too(root: Path) -> 
     one, two = FilesystemBackend(root), LocalBackend(root)
 
     async def add(i: int) -> None:
-        assert (await (one if i % 2 else two).edit("/f.txt", "END\n", f"{i}\nEND\n")).ok
+        assert (await (one if i % 2 else two).edit("f.txt", "END\n", f"{i}\nEND\n")).ok
 
     async with anyio.create_task_group() as tg:
         for i in range(100):
@@ -281,7 +286,7 @@ async def test_special_files_are_refused_without_blocking(root: Path, disk_kind:
     (root / "link").symlink_to("dir/thing")
     backend = _backend(disk_kind, root)
     with anyio.fail_after(HANG_GUARD):
-        for path in ("/dir/thing", "/link"):
+        for path in (_at(backend, "/dir/thing"), _at(backend, "/link")):
             assert (await backend.read(path)).startswith("Error:"), path
             assert kind in await backend.read(path)
             with pytest.raises(SpecialFileError):
@@ -296,16 +301,16 @@ async def test_special_files_are_refused_without_blocking(root: Path, disk_kind:
             assert download.error is not None
             written = await backend.write(path, "x")
             assert written.error is not None
-        listed = {i.name: i for i in await backend.ls_info("/dir")}
+        listed = {i.name: i for i in await backend.ls_info("dir")}
         assert listed["thing"].special == kind
         assert listed["ok.txt"].special is None
-        assert [i.path for i in await backend.glob_info("**/*")] == ["/dir/ok.txt"]
+        assert [i.path for i in await backend.glob_info("**/*")] == [_at(backend, "/dir/ok.txt")]
         found = await backend.grep_raw("needle")
         assert not isinstance(found, str)
-        assert [m.path for m in found] == ["/dir/ok.txt"]
-        assert await backend.exists("/dir/thing")
-        await backend.delete("/dir/thing")
-        assert not await backend.exists("/dir/thing")
+        assert [m.path for m in found] == [_at(backend, "/dir/ok.txt")]
+        assert await backend.exists("dir/thing")
+        await backend.delete("dir/thing")
+        assert not await backend.exists("dir/thing")
     assert stat.S_ISDIR(os.stat(root / "dir").st_mode)
 
 
@@ -344,7 +349,7 @@ async def test_virtual_mode_refuses_a_file_below_a_file(root: Path, path: str) -
 async def test_lone_surrogates_in_content_are_an_error_value(root: Path, disk_kind: str) -> None:
     backend = _backend(disk_kind, root)
     for content in ("\ud800", "ok \udfff end", "x" * 10_000 + "\ud83d"):
-        result = await backend.write("/s.txt", content)
+        result = await backend.write("s.txt", content)
         assert result.error is not None
         assert "Unicode" in result.error
-    assert not await backend.exists("/s.txt")
+    assert not await backend.exists("s.txt")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 from weakref import WeakValueDictionary
 
+from agent_backends import _paths
 from agent_backends.exceptions import (
     PathError,
     PathEscapeError,
@@ -143,10 +144,12 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 
 class DiskRoot:
-    """The directory ``real`` (an absolute path without symlinks) seen as ``/``; every method is blocking."""
+    """The directory ``real`` (an absolute path without symlinks) seen as ``mount`` in the backend's namespace
+    (``/`` unless its paths are host paths); every method takes namespace paths below ``mount`` and is blocking."""
 
-    def __init__(self, real: str) -> None:
+    def __init__(self, real: str, mount: str = "/") -> None:
         self.real = real
+        self.mount = mount
 
     def _open_root(self) -> int:
         return os.open(self.real, _PATH_FLAG | os.O_DIRECTORY | _CLOEXEC)
@@ -165,17 +168,20 @@ class DiskRoot:
         ``follow``: a link in the last component is followed (else the link itself is the target). ``create``:
         missing parent directories are made. A missing last component is a target with that name.
         """
+        inner = path if self.mount == "/" else _paths.rebase(path, self.mount, "/")
+        assert inner is not None, "the backend checks that a path is below its root before it reaches the disk"
         fds = [self._open_root()]
         try:
-            return self._resolve(path, fds, follow=follow, create=create)
+            return self._resolve(inner, path, fds, follow=follow, create=create)
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
 
-    def _resolve(self, path: str, fds: list[int], *, follow: bool, create: bool) -> Target:
-        """``walk``'s loop: ``fds`` holds the open directories from the root down (closed by the caller on error)."""
-        todo = path.split("/")[:0:-1] if path != "/" else []
+    def _resolve(self, inner: str, path: str, fds: list[int], *, follow: bool, create: bool) -> Target:
+        """``walk``'s loop over the root-relative ``inner``: ``fds`` holds the open directories from the root down
+        (closed by the caller on error). Messages name ``path``, as the backend's caller wrote it."""
+        todo = inner.split("/")[:0:-1] if inner != "/" else []
         names: list[str] = []
         links = 0
         retries = len(todo) + _MAX_RETRIES  # each missing parent is made once, plus races

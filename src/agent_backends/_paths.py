@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from agent_backends.exceptions import InvalidPathError
 
-__all__ = ("is_within", "join", "normalize", "relative_to", "split_name")
+__all__ = ("is_within", "join", "normalize", "rebase", "relative_to", "split_name")
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Anything that needs a closer look than a plain split; most paths skip the slow checks.
@@ -91,3 +91,22 @@ def relative_to(path: str, base: str) -> str:
     if path == base:
         return ""
     return path[len(base) :].lstrip("/") if base != "/" else path[1:]
+
+
+def rebase(path: str, old: str, new: str) -> str | None:
+    """``path`` moved from below ``old`` to below ``new`` (all normalized), or ``None`` when it is not below ``old``.
+
+    The one rule for namespaces mounted inside others: a composite's routes, a disk backend's host-style paths
+    (``/workspace/a.py`` for ``FilesystemBackend("/workspace")``), and ``LocalBackend``'s host paths over its root.
+    """
+    if old == "/":
+        rest = path
+    elif path == old:
+        rest = "/"
+    elif path.startswith(old + "/"):
+        rest = path[len(old) :]
+    else:
+        return None
+    if new == "/":
+        return rest
+    return new if rest == "/" else new + rest

@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tour = commands.add_parser("tour", help="a tour of the backends' calls on a temporary directory")
     tour.add_argument("--dir", type=Path, help="use this directory instead of a temporary one")
     ls = commands.add_parser("ls", parents=[where], help="list a directory")
-    ls.add_argument("path", nargs="?", default="/")
+    ls.add_argument("path", nargs="?", default=".", help="default: the working directory")
     read = commands.add_parser("read", parents=[where], help="read a file with line numbers")
     read.add_argument("path")
     read.add_argument("--offset", type=int, default=0)

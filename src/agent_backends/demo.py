@@ -15,7 +15,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 
-from agent_backends.console import ConsoleDeps, DeepAgentDeps, can_execute, get_console_system_prompt
+from agent_backends.console import ConsoleDeps, DeepAgentDeps, can_execute, get_console_system_prompt, working_dir
 from agent_backends.protocol import BackendProtocol
 from agent_backends.toolset import create_console_toolset
 
@@ -81,7 +81,7 @@ async def run_demo(backend: BackendProtocol, model: str | None = None) -> str:
         chosen,
         deps_type=ConsoleDeps,
         toolsets=[_Narrated(create_console_toolset(command_timeout=60))],
-        instructions=get_console_system_prompt(can_run_commands=executes),
+        instructions=get_console_system_prompt(can_run_commands=executes, working_dir=working_dir(backend)),
     )
     print(f"task: {TASK}\nmodel: {model or 'scripted (FunctionModel, no API key)'}", flush=True)
     result = await agent.run(TASK, deps=DeepAgentDeps(backend=backend))

@@ -24,7 +24,7 @@ __all__ = ("BackendProtocol", "SandboxProtocol")
 class BackendProtocol(Protocol):
     """File operations an agent needs; per-call failures come back as values (``"Error: ..."``)."""
 
-    async def ls_info(self, path: str = "/") -> list[FileInfo]:
+    async def ls_info(self, path: str = ".") -> list[FileInfo]:
         """List the direct children of a directory, sorted by path."""
         ...
 
@@ -40,7 +40,7 @@ class BackendProtocol(Protocol):
         """Replace an exact substring of a file."""
         ...
 
-    async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    async def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Find files whose paths match a glob pattern."""
         ...
 

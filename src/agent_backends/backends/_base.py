@@ -23,6 +23,7 @@ from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.exceptions import (
     InvalidPathError,
     PathError,
+    PathEscapeError,
     PathIsDirectoryError,
     PathNotDirectoryError,
     PathNotFoundError,
@@ -101,6 +102,10 @@ class StorageBackend(BatchTransfers):
     _cwd: str = "/"
     # Whether concurrent edits of one path must be serialized: true when the primitives can yield mid-edit.
     _serialize_edits: bool = True
+    # The namespace (see ``_paths.rebase``): the path naming the backend's root, and (prefix, replacement) pairs
+    # accepted on input for paths written another way (a disk backend's host-style paths).
+    _root_path: str = "/"
+    _aliases: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, *, max_grep_matches: int | None = DEFAULT_MAX_MATCHES) -> None:
         self.max_grep_matches = max_grep_matches
@@ -147,11 +152,29 @@ class StorageBackend(BatchTransfers):
 
     # --- the protocol ----------------------------------------------------------------------------------------
 
-    def _path(self, path: str) -> str:
-        return _paths.normalize(path, self._cwd)
+    @property
+    def root_path(self) -> str:
+        """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,
+        whose paths are the host's paths under its ``root_dir`` (the same paths its shell sees)."""
+        return self._root_path
 
-    async def ls_info(self, path: str = "/") -> list[FileInfo]:
-        """List the direct children of a directory, directories flagged, sorted by path."""
+    def _path(self, path: str) -> str:
+        """The normalized path in this backend's namespace, or ``InvalidPathError`` / ``PathEscapeError``."""
+        normalized = _paths.normalize(path, self._cwd)
+        for old, new in self._aliases:
+            moved = _paths.rebase(normalized, old, new)
+            if moved is not None:
+                return moved
+        if self._root_path != "/" and not _paths.is_within(normalized, self._root_path):
+            raise PathEscapeError(
+                f"path {path!r} is outside this backend's directory {self._root_path}: "
+                "use a path under it, or a relative path",
+                path,
+            )
+        return normalized
+
+    async def ls_info(self, path: str = ".") -> list[FileInfo]:
+        """List the direct children of a directory (default: the working directory), directories flagged, sorted."""
         entries = await self._list(self._path(path))
         return sorted(entries, key=lambda info: info.path)
 
@@ -202,9 +225,12 @@ class StorageBackend(BatchTransfers):
         await self._write_bytes(path, outcome.content)
         return EditResult(path=path, occurrences=outcome.occurrences)
 
-    async def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    async def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
         matcher = compile_glob(pattern, self._path(path))
+        base = self._path(matcher.base)  # an absolute pattern names its own directory: the same rules apply
+        if base != matcher.base:
+            matcher = compile_glob(matcher.rest, base)
         return sorted(await self._glob(matcher), key=lambda info: info.path)
 
     async def grep_raw(self, pattern: str, path: str | None = None, glob: str | None = None) -> GrepMatches | str:
@@ -225,6 +251,6 @@ class StorageBackend(BatchTransfers):
         """Remove a file, a symlink itself (never its target), or a directory and everything under it when
         ``recursive``; never the root."""
         normalized = self._path(path)
-        if normalized == "/":
+        if normalized == self._root_path:
             raise PathPermissionError("the root cannot be deleted", path)
         await self._delete(normalized, recursive)

@@ -68,6 +68,9 @@ class FilesystemBackend(StorageBackend):
         # On disk, edits lock the file's identity inside one worker-thread hop; the overlay's read-then-write
         # needs the per-path lock of the base class.
         self._serialize_edits = virtual_mode
+        # Host-style paths name files under the root too (``FilesystemBackend("/workspace")`` reads
+        # ``/workspace/a.py`` as ``/a.py``), as long as the root is not ``/`` itself.
+        self._aliases = ((self.root_dir, "/"),) if self.root_dir != "/" else ()
         self._root: DiskRoot | None = None
         self._overlay = StateBackend(max_grep_matches=None)
         self._whiteouts: set[str] = set()
@@ -83,7 +86,10 @@ class FilesystemBackend(StorageBackend):
         if self._root is None:
             if not self.virtual_mode:
                 os.makedirs(self.root_dir, exist_ok=True)
-            self._root = DiskRoot(os.path.realpath(self.root_dir))
+            real = os.path.realpath(self.root_dir)
+            if real != self.root_dir:  # the root reached through a symlink: its real path names it too
+                self._aliases = (*self._aliases, (real, self._root_path))
+            self._root = DiskRoot(real, self._root_path)
         return self._root
 
     async def _run(self, path: str, fn: Callable[[DiskRoot], _T]) -> _T:
@@ -329,11 +335,19 @@ class FilesystemBackend(StorageBackend):
             accept = accept_visible
         if relative is not None:
             targets = [] if relative == "." else [relative]
-            root = self._disk().real
-            error = await run_rg(pattern, cwd=root, targets=targets, globs=globs, collector=collector, accept=accept)
+            root, mount = self._disk().real, self._root_path
+            error = await run_rg(
+                pattern,
+                cwd=root,
+                targets=targets,
+                globs=globs,
+                collector=collector,
+                path_prefix=mount if mount == "/" else mount + "/",
+                accept=accept,
+            )
             if error is not None:
                 return error
-        if self.virtual_mode:
+        if self.virtual_mode and (relative is None or await self._overlay.exists(path)):
             overlaid = await self._overlay.grep_raw(pattern, path, glob)
             if isinstance(overlaid, str):
                 return overlaid
