@@ -64,14 +64,20 @@ def call(tool: str, **args: Any) -> ToolCallPart:
     return ToolCallPart(tool, args)
 
 
-SESSION: list[Step] = [
-    [call("write_file", path="/work/hello.py", content="print('hello')\n")],
-    [call("edit_file", path="/work/hello.py", old_string="hello", new_string="hi there")],
-    [call("read_file", path="/work/hello.py"), call("ls", path="/work")],
-    [call("glob", pattern="**/*.py", path="/work"), call("grep", pattern=r"print\(", path="/work")],
-    [call("read_file", path="/work/missing.py")],
-    "done",
-]
+def session_at(base: str) -> list[Step]:
+    """A session on ``{base}/work``: ``base`` is where the backend's paths start (a ``LocalBackend``'s root_dir)."""
+    work = f"{base}/work"
+    return [
+        [call("write_file", path=f"{work}/hello.py", content="print('hello')\n")],
+        [call("edit_file", path=f"{work}/hello.py", old_string="hello", new_string="hi there")],
+        [call("read_file", path=f"{work}/hello.py"), call("ls", path=work)],
+        [call("glob", pattern="**/*.py", path=work), call("grep", pattern=r"print\(", path=work)],
+        [call("read_file", path=f"{work}/missing.py")],
+        "done",
+    ]
+
+
+SESSION = session_at("")
 
 
 async def run_session(backend: Any, steps: Sequence[Step]) -> Script:
@@ -104,11 +110,11 @@ async def test_state_backend_session_without_execute() -> None:
 
 
 async def test_local_backend_session_runs_commands(tmp_path: Path) -> None:
-    steps = [*SESSION[:-1], [call("execute", command="python3 work/hello.py; exit 3")], "done"]
+    steps = [*session_at(str(tmp_path))[:-1], [call("execute", command="python3 work/hello.py; exit 3")], "done"]
     async with LocalBackend(tmp_path) as backend:
         script = await run_session(backend, steps)
     assert "execute" in script.offered[0]
-    assert script.results[:-1] == expected_results("")
+    assert script.results[:-1] == expected_results(str(tmp_path))  # host paths: the shell's paths too
     assert script.results[-1] == "execute: hi there\n[exit code 3]"
     assert (tmp_path / "work" / "hello.py").read_text() == "print('hi there')\n"
 
@@ -174,7 +180,7 @@ async def test_long_outputs_are_bounded_and_errors_are_text(tmp_path: Path) -> N
         [
             [call("execute", command="yes line | head -c 200000")],
             [call("grep", pattern="a(")],
-            [call("ls", path="/nowhere")],
+            [call("ls", path="nowhere")],
             [call("read_file", path="../etc/passwd")],
             "done",
         ]
@@ -189,7 +195,7 @@ async def test_long_outputs_are_bounded_and_errors_are_text(tmp_path: Path) -> N
     assert "characters of output omitted" in executed
     assert executed.endswith("[exit code 0]")
     assert grep.startswith("grep: Error: invalid regex 'a('")
-    assert ls == "ls: Error: '/nowhere' does not exist"
+    assert ls == f"ls: Error: '{tmp_path}/nowhere' does not exist"
     assert read.startswith("read_file: Error: path '../etc/passwd' is refused")
 
 
@@ -270,10 +276,10 @@ async def test_hostile_arguments_come_back_as_short_errors_and_the_run_goes_on(k
 
 
 async def test_large_results_are_bounded_too(tmp_path: Path) -> None:
-    long_name = "/" + "n" * 200 + ".txt"
+    long_name = "n" * 200 + ".txt"
     calls = [
-        raw("write_file", {"path": "/big.txt", "content": "needle and more\n" * 50_000}),
-        raw("read_file", {"path": "/big.txt"}),
+        raw("write_file", {"path": "big.txt", "content": "needle and more\n" * 50_000}),
+        raw("read_file", {"path": "big.txt"}),
         raw("grep", {"pattern": "needle"}),
         raw("grep", {"pattern": "z" * 200_000}),
         raw("write_file", {"path": long_name, "content": "x"}),
@@ -286,13 +292,13 @@ async def test_large_results_are_bounded_too(tmp_path: Path) -> None:
     async with LocalBackend(tmp_path) as backend:
         assert (await agent.run("go", deps=DeepAgentDeps(backend=backend))).output == "done"
     wrote, read, grep, no_match, named, no_file = script.results
-    assert wrote == "write_file: Wrote /big.txt (800,000 bytes)"
+    assert wrote == f"write_file: Wrote {tmp_path}/big.txt (800,000 bytes)"
     assert len(read) < LIMIT + 100
     assert "characters of output omitted" in read
     assert len(grep) < LIMIT + 100
     assert no_match.startswith("grep: No matches for 'zzz")
     assert len(no_match) < 400, "the pattern is not echoed back whole"
-    assert named == f"write_file: Wrote {long_name} (1 bytes)"
+    assert named == f"write_file: Wrote {tmp_path}/{long_name} (1 bytes)"
     assert no_file.startswith("glob: No files match 'zzz")
     assert len(no_file) < 400
 

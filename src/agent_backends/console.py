@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 from agent_backends.backends.composite import CompositeBackend
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 
-__all__ = ("ConsoleDeps", "DeepAgentDeps", "can_execute", "get_console_system_prompt")
+__all__ = ("ConsoleDeps", "DeepAgentDeps", "can_execute", "get_console_system_prompt", "working_dir")
 
 
 @runtime_checkable
@@ -36,10 +36,28 @@ def can_execute(backend: BackendProtocol) -> bool:
     return isinstance(backend, SandboxProtocol)
 
 
-def get_console_system_prompt(*, can_run_commands: bool = True) -> str:
-    """Instructions that teach a model how to use the console tools well."""
+def working_dir(backend: BackendProtocol) -> str:
+    """Where ``backend``'s relative paths start: a sandbox's ``work_dir``, a ``LocalBackend``'s ``root_dir``,
+    else ``/``. Its shell, if it has one, starts there too."""
+    for name in ("work_dir", "root_path"):
+        value = getattr(backend, name, None)
+        if isinstance(value, str):
+            return value
+    return "/"
+
+
+def get_console_system_prompt(*, can_run_commands: bool = True, working_dir: str = "/") -> str:
+    """Instructions that teach a model how to use the console tools well.
+
+    Args:
+        can_run_commands: whether the backend offers ``execute``.
+        working_dir: where relative paths start (``working_dir(backend)``); the model is told.
+    """
+    where = f"Your working directory is {working_dir}: relative paths start there"
+    shared = ", and every path the tools take or return works unchanged in execute." if can_run_commands else "."
     lines = [
-        "You work on files through tools. Paths are absolute POSIX paths such as /src/app.py.",
+        f"You work on files through tools. {where}{shared} Paths are POSIX paths; prefer absolute ones "
+        f"under {working_dir} as the tools return them.",
         "- ls lists a directory; glob finds files by pattern (**/*.py); grep searches contents with a regular "
         "expression (ripgrep syntax) and returns path:line: text.",
         "- read_file shows numbered lines; for long files read a window with offset and limit.",

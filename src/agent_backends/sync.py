@@ -66,8 +66,13 @@ class SyncStateBackend(SyncTwin[StateBackend]):
         """A read-only live view: backend path to ``FileData``."""
         return self._attr("files")
 
-    def ls_info(self, path: str = "/") -> list[FileInfo]:
-        """List the direct children of a directory, directories flagged, sorted by path."""
+    @property
+    def root_path(self) -> str:
+        """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,"""
+        return self._attr("root_path")
+
+    def ls_info(self, path: str = ".") -> list[FileInfo]:
+        """List the direct children of a directory (default: the working directory), directories flagged, sorted."""
         return self._call(self._async.ls_info, path)
 
     def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
@@ -86,7 +91,7 @@ class SyncStateBackend(SyncTwin[StateBackend]):
         """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
         return self._call(self._async.edit, path, old_string, new_string, replace_all)
 
-    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
         return self._call(self._async.glob_info, pattern, path)
 
@@ -99,7 +104,7 @@ class SyncStateBackend(SyncTwin[StateBackend]):
         return self._call(self._async.exists, path)
 
     def delete(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        """Remove a file, a symlink itself (never its target), or a directory and everything under it when"""
         return self._call(self._async.delete, path, recursive=recursive)
 
     def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
@@ -114,7 +119,7 @@ class SyncStateBackend(SyncTwin[StateBackend]):
 class SyncFilesystemBackend(SyncTwin[FilesystemBackend]):
     """Blocking twin of `FilesystemBackend`.
 
-    Real files under ``root_dir`` (created if missing); nothing outside it is ever read or written.
+    Real files under ``root_dir`` (created on first use if missing); nothing outside it is read or written.
     """
 
     def __init__(
@@ -131,8 +136,13 @@ class SyncFilesystemBackend(SyncTwin[FilesystemBackend]):
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return self._attr("virtual_files")
 
-    def ls_info(self, path: str = "/") -> list[FileInfo]:
-        """List the direct children of a directory, directories flagged, sorted by path."""
+    @property
+    def root_path(self) -> str:
+        """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,"""
+        return self._attr("root_path")
+
+    def ls_info(self, path: str = ".") -> list[FileInfo]:
+        """List the direct children of a directory (default: the working directory), directories flagged, sorted."""
         return self._call(self._async.ls_info, path)
 
     def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
@@ -151,7 +161,7 @@ class SyncFilesystemBackend(SyncTwin[FilesystemBackend]):
         """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
         return self._call(self._async.edit, path, old_string, new_string, replace_all)
 
-    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
         return self._call(self._async.glob_info, pattern, path)
 
@@ -164,7 +174,7 @@ class SyncFilesystemBackend(SyncTwin[FilesystemBackend]):
         return self._call(self._async.exists, path)
 
     def delete(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        """Remove a file, a symlink itself (never its target), or a directory and everything under it when"""
         return self._call(self._async.delete, path, recursive=recursive)
 
     def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
@@ -191,7 +201,7 @@ class SyncCompositeBackend(SyncTwin[CompositeBackend]):
     ) -> None:
         self._setup(lambda: CompositeBackend(default, routes, max_grep_matches=max_grep_matches))
 
-    def ls_info(self, path: str = "/") -> list[FileInfo]:
+    def ls_info(self, path: str = ".") -> list[FileInfo]:
         """List a directory; mount points of routes below it appear as directories."""
         return self._call(self._async.ls_info, path)
 
@@ -213,7 +223,7 @@ class SyncCompositeBackend(SyncTwin[CompositeBackend]):
     def delete(self, path: str, *, recursive: bool = False) -> None:
         return self._call(self._async.delete, path, recursive=recursive)
 
-    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Glob across every backend the pattern can reach, concurrently."""
         return self._call(self._async.glob_info, pattern, path)
 
@@ -281,7 +291,7 @@ class SyncLocalBackend(SyncTwin[LocalBackend]):
         stdin: str | bytes | None = None,
         interactive: bool = False,
     ) -> SyncProcess:
-        """A host process running ``command`` in ``cwd`` (a backend path; default ``/``); ``async with`` starts it."""
+        """A host process running ``command`` in ``cwd`` (default: ``root_dir``); ``async with`` starts it."""
         return self._stream(self._async.open_process, command, env=env, cwd=cwd, stdin=stdin, interactive=interactive)
 
     def execute(
@@ -319,8 +329,13 @@ class SyncLocalBackend(SyncTwin[LocalBackend]):
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return self._attr("virtual_files")
 
-    def ls_info(self, path: str = "/") -> list[FileInfo]:
-        """List the direct children of a directory, directories flagged, sorted by path."""
+    @property
+    def root_path(self) -> str:
+        """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,"""
+        return self._attr("root_path")
+
+    def ls_info(self, path: str = ".") -> list[FileInfo]:
+        """List the direct children of a directory (default: the working directory), directories flagged, sorted."""
         return self._call(self._async.ls_info, path)
 
     def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
@@ -339,7 +354,7 @@ class SyncLocalBackend(SyncTwin[LocalBackend]):
         """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
         return self._call(self._async.edit, path, old_string, new_string, replace_all)
 
-    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
         return self._call(self._async.glob_info, pattern, path)
 
@@ -352,7 +367,7 @@ class SyncLocalBackend(SyncTwin[LocalBackend]):
         return self._call(self._async.exists, path)
 
     def delete(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        """Remove a file, a symlink itself (never its target), or a directory and everything under it when"""
         return self._call(self._async.delete, path, recursive=recursive)
 
     def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
@@ -388,6 +403,8 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         labels: Mapping[str, str] | None = None,
         auto_remove: bool = True,
         docker_url: str | None = None,
+        ref: str | None = None,
+        read_only: bool = False,
         default_timeout: float | None = DEFAULT_TIMEOUT,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         max_grep_matches: int | None = DEFAULT_MAX_MATCHES,
@@ -409,6 +426,8 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
                 labels=labels,
                 auto_remove=auto_remove,
                 docker_url=docker_url,
+                ref=ref,
+                read_only=read_only,
                 default_timeout=default_timeout,
                 max_output_chars=max_output_chars,
                 max_grep_matches=max_grep_matches,
@@ -417,16 +436,52 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
 
     @property
     def id(self) -> str:
-        """The container id."""
+        """This sandbox's stable identifier: its container's name (``agent-backends-<hex>``), or the ``ref=`` given."""
         return self._attr("id")
 
+    @property
+    def container_id(self) -> str | None:
+        """The engine's id of the container, once started or attached (``None`` before)."""
+        return self._attr("container_id")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``stop()``/``aclose()`` was called."""
+        return self._attr("closed")
+
+    @property
+    def paused(self) -> bool:
+        """Whether this object paused the container (``pause()``); the next operation resumes it."""
+        return self._attr("paused")
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last command through this object ended (0 while one runs)."""
+        return self._attr("idle_seconds")
+
     def is_running(self) -> bool:
-        """Whether the container still runs (it may have been killed or removed from outside)."""
+        """Whether the container still runs (it may have been killed or removed from outside); paused counts."""
         return self._call(self._async.is_running)
+
+    def is_busy(self) -> bool:
+        """Whether a command runs through this object or a background process runs in the container."""
+        return self._call(self._async.is_busy)
 
     def stop(self) -> None:
         """Remove the container (the seeds' name for ``aclose``)."""
         return self._call(self._async.stop)
+
+    def detach(self) -> None:
+        """Let go of the container without stopping it: close the engine connection; the next operation (of this"""
+        return self._call(self._async.detach)
+
+    def pause(self) -> None:
+        """Freeze every process in the container (memory kept, no CPU); the next operation resumes it."""
+        return self._call(self._async.pause)
+
+    def resume(self) -> None:
+        """Unfreeze a paused container (``pause()``); nothing happens if it is not paused."""
+        return self._call(self._async.resume)
 
     def open_process(
         self,
@@ -440,6 +495,24 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         """A command in the container; ``async with`` starts it, and leaving kills its whole process group."""
         return self._stream(self._async.open_process, command, env=env, cwd=cwd, stdin=stdin, interactive=interactive)
 
+    def start_background(
+        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> BackgroundProcess:
+        """Start a long-running command in the container and return at once."""
+        return self._call(self._async.start_background, command, env=env, cwd=cwd)
+
+    def read_background(self, process_id: str) -> BackgroundProcess:
+        """Whether it still runs, its exit code, and its output so far (head and tail)."""
+        return self._call(self._async.read_background, process_id)
+
+    def list_background(self) -> list[BackgroundProcess]:
+        """Every background process started in this container (by any object attached to it), running or not."""
+        return self._call(self._async.list_background)
+
+    def kill_background(self, process_id: str) -> BackgroundProcess:
+        """Kill a background process (and its children) and return its final state."""
+        return self._call(self._async.kill_background, process_id)
+
     def execute(
         self,
         command: str,
@@ -452,26 +525,13 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         """Run ``command`` through ``sh -c``; stdout and stderr interleaved in arrival order."""
         return self._call(self._async.execute, command, timeout, env=env, cwd=cwd, stdin=stdin)
 
-    def start_background(
-        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
-    ) -> BackgroundProcess:
-        """Start a long-running command and return at once; its output is kept (capped) for ``read_background``."""
-        return self._call(self._async.start_background, command, env=env, cwd=cwd)
+    @property
+    def root_path(self) -> str:
+        """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,"""
+        return self._attr("root_path")
 
-    def read_background(self, process_id: str) -> BackgroundProcess:
-        """Whether it still runs, its exit code, and its output so far."""
-        return self._call(self._async.read_background, process_id)
-
-    def list_background(self) -> list[BackgroundProcess]:
-        """Every background process started here, running or finished."""
-        return self._call(self._async.list_background)
-
-    def kill_background(self, process_id: str) -> BackgroundProcess:
-        """Kill a background process (and its children) and return its final state."""
-        return self._call(self._async.kill_background, process_id)
-
-    def ls_info(self, path: str = "/") -> list[FileInfo]:
-        """List the direct children of a directory, directories flagged, sorted by path."""
+    def ls_info(self, path: str = ".") -> list[FileInfo]:
+        """List the direct children of a directory (default: the working directory), directories flagged, sorted."""
         return self._call(self._async.ls_info, path)
 
     def read(self, path: str, offset: int = 0, limit: int = 2000) -> str:
@@ -490,7 +550,7 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         """Replace ``old_string`` (exact; unique unless ``replace_all``) with ``new_string``."""
         return self._call(self._async.edit, path, old_string, new_string, replace_all)
 
-    def glob_info(self, pattern: str, path: str = "/") -> list[FileInfo]:
+    def glob_info(self, pattern: str, path: str = ".") -> list[FileInfo]:
         """Files (not directories) matching ``pattern`` taken from ``path``, sorted by path."""
         return self._call(self._async.glob_info, pattern, path)
 
@@ -503,7 +563,7 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
         return self._call(self._async.exists, path)
 
     def delete(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory and everything under it when ``recursive``; never the root."""
+        """Remove a file, a symlink itself (never its target), or a directory and everything under it when"""
         return self._call(self._async.delete, path, recursive=recursive)
 
     def upload_files(self, files: Sequence[tuple[str, bytes]]) -> list[FileTransfer]:
@@ -528,6 +588,7 @@ class SyncSessionManager(SyncTwin[SessionManager]):
         *,
         max_sessions: int = 50,
         idle_timeout: float | None = 30 * 60,
+        pause_after: float | None = None,
         wait_for_slot: bool = False,
         docker_url: str | None = None,
         sandbox_options: Mapping[str, Any] | None = None,
@@ -539,6 +600,7 @@ class SyncSessionManager(SyncTwin[SessionManager]):
                 workspace_root,
                 max_sessions=max_sessions,
                 idle_timeout=idle_timeout,
+                pause_after=pause_after,
                 wait_for_slot=wait_for_slot,
                 docker_url=docker_url,
                 sandbox_options=sandbox_options,
@@ -552,7 +614,7 @@ class SyncSessionManager(SyncTwin[SessionManager]):
         return self._attr("sessions")
 
     def get_or_create(self, user_id: str, *, runtime: str | RuntimeConfig | None = None) -> SyncDockerSandbox:
-        """The user's running sandbox, started (or replaced, if it died) when needed."""
+        """The user's running sandbox: adopted, resumed, or started (or replaced, if it died) when needed."""
         return self._view(SyncDockerSandbox, self._async.get_or_create, user_id, runtime=runtime)
 
     def release(self, user_id: str) -> None:

@@ -120,8 +120,9 @@ def create_console_toolset(
         return approvals.get(name, False)
 
     @toolset.tool(requires_approval=needs("ls"))
-    async def ls(ctx: RunContext[ConsoleDeps], path: str = "/") -> str:
-        """List a directory: one entry per line, directories end with '/', files show their size in bytes."""
+    async def ls(ctx: RunContext[ConsoleDeps], path: str = ".") -> str:
+        """List a directory (default: the working directory): one entry per line, directories end with '/', files
+        show their size in bytes."""
 
         async def run() -> str:
             entries = await ctx.deps.backend.ls_info(path)
@@ -160,8 +161,9 @@ def create_console_toolset(
         return await _as_text(run, max_output_chars)
 
     @toolset.tool(requires_approval=needs("glob"))
-    async def glob(ctx: RunContext[ConsoleDeps], pattern: str, path: str = "/") -> str:
-        """Find files by glob pattern (*, ?, [abc], ** for any depth, {a,b}) under path."""
+    async def glob(ctx: RunContext[ConsoleDeps], pattern: str, path: str = ".") -> str:
+        """Find files by glob pattern (*, ?, [abc], ** for any depth, {a,b}) under path (default: the working
+        directory)."""
 
         async def run() -> str:
             found = await ctx.deps.backend.glob_info(pattern, path)
