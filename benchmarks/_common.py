@@ -86,15 +86,33 @@ class Result:
     target: Target
     note: str = ""
     unit: Unit = "s"
+    # The peers' figures for the same workload, measured in the same run (``_peers.py``): name to seconds, or to
+    # the error text when the peer could not run it. With ``beat_peers`` the target also needs ours <= the fastest.
+    peers: tuple[tuple[str, float | str], ...] = ()
+    beat_peers: bool = False
 
     @property
     def ratio(self) -> float:
         return self.ours / self.raw if self.raw > 0 else float("inf")
 
-    def verdict(self) -> str:
+    def fastest_peer(self) -> float | None:
+        figures = [figure for _, figure in self.peers if isinstance(figure, float)]
+        return min(figures) if figures else None
+
+    def met(self) -> bool | None:
+        """Whether the target (and, with ``beat_peers``, the fastest peer) is met; ``None`` for info rows."""
         met = self.target.met(self.ours, self.raw)
+        fastest = self.fastest_peer()
+        if self.beat_peers and fastest is not None:
+            return (met is None or met) and self.ours <= fastest
+        return met
+
+    def verdict(self) -> str:
+        met = self.met()
         if met is None:
             return ""
+        if self.beat_peers and self.fastest_peer() is not None and self.ours > (self.fastest_peer() or 0.0):
+            return "MISSED (slower than a peer)"
         if self.target.kind == "overhead":
             delta = f"+{format_seconds(self.ours - self.raw)}"
             return f"{delta} ok" if met else f"{delta} MISSED"
@@ -218,14 +236,35 @@ def compare_sync(
 
 def print_table(results: Sequence[Result], title: str | None = None) -> None:
     """Print the results as an aligned table, then any notes."""
-    header = ("case", "ours (median)", "raw (median)", "ratio", "target", "")
+    peer_names = list(dict.fromkeys(name for r in results for name, _ in r.peers))
+    header = ("case", "ours (median)", "raw (median)", "ratio", *peer_names, "target", "")
 
     def value(result: Result, amount: float) -> str:
         return format_bytes(amount) if result.unit == "bytes" else format_seconds(amount)
 
-    rows = [(r.case, value(r, r.ours), value(r, r.raw), f"{r.ratio:.2f}x", str(r.target), r.verdict()) for r in results]
+    def peer(result: Result, name: str) -> str:
+        figure = dict(result.peers).get(name)
+        if figure is None:
+            return "n/a"
+        return value(result, figure) if isinstance(figure, float) else "failed"
+
+    def target(result: Result) -> str:
+        return f"{result.target}, <= fastest peer" if result.beat_peers else str(result.target)
+
+    rows = [
+        (
+            r.case,
+            value(r, r.ours),
+            value(r, r.raw),
+            f"{r.ratio:.2f}x",
+            *(peer(r, name) for name in peer_names),
+            target(r),
+            r.verdict(),
+        )
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    aligns = ("<", ">", ">", ">", "<", "<")
+    aligns = ("<", ">", ">", ">", *(">" for _ in peer_names), "<", "<")
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(

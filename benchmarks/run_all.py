@@ -56,8 +56,8 @@ def main() -> None:
         results += run(args.quick)
         print(f"{time.perf_counter() - started:.0f} s", flush=True)
     print_table(results, "all benchmarks (medians; per call where the case says so)")
-    checked = [r for r in results if r.target.met(r.ours, r.raw) is not None]
-    missed = [r.case for r in checked if not r.target.met(r.ours, r.raw)]
+    checked = [r for r in results if r.met() is not None]
+    missed = [r.case for r in checked if not r.met()]
     print(f"\n{len(checked) - len(missed)} of {len(checked)} targets met")
     for case in missed:
         print(f"  missed: {case}")

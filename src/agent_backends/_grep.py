@@ -7,11 +7,19 @@ things. Matching is per line; a trailing ``\\r`` is not part of the line (ripgre
 
 from __future__ import annotations
 
+import bisect
+import codecs
+import functools
+import itertools
+import operator
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import TypeVar, cast
 
 import anyio.to_thread
+from pydantic import TypeAdapter
 
 from agent_backends import _text
 from agent_backends.exceptions import InvalidArgumentError
@@ -327,17 +335,155 @@ async def compile_pattern_async(pattern: str) -> re.Pattern[str] | str:
     return await anyio.to_thread.run_sync(compile_pattern, pattern)
 
 
-def search_lines(regex: re.Pattern[str], text: str) -> Iterable[tuple[int, str]]:
-    """Yield ``(line_number, line)`` for each line of ``text`` that ``regex`` matches."""
+# Constructs whose meaning changes when the pattern runs over a whole text instead of one line: the text anchors, a
+# scoped flag that can turn multi-line mode off again, atomic groups and possessive quantifiers (which cannot give
+# back what they took past a line end). Seen in the pattern's structure (``_strip_classes``); a false alarm only
+# costs the per-line path.
+_LINE_BOUND = re.compile(r"\\[AZz]|\(\?[a-zA-Z]*-|\(\?>|[*+?}]\+")
+_BATCH_BYTES = 1 << 20  # files searched as one text at a time: bounded extra memory, Python work per match only
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_T = TypeVar("_T")
+_decode = functools.partial(bytes.decode, encoding="utf-8", errors="replace")
+
+
+@lru_cache(maxsize=64)
+def _text_regex(regex: re.Pattern[str]) -> tuple[re.Pattern[str] | None, bool]:
+    """``regex`` in multi-line mode, for searching a whole text at once (``None`` when that could miss a line),
+    and whether it has a ``$`` (which does not match before the ``\\r`` of a CRLF line ending)."""
+    structure = _strip_classes(regex.pattern)
+    if _LINE_BOUND.search(structure):
+        return None, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return re.compile(regex.pattern, regex.flags | re.MULTILINE), "$" in structure
+    except (re.error, RecursionError, OverflowError, MemoryError):
+        return None, True
+
+
+def _search_text(
+    whole: re.Pattern[str],
+    regex: re.Pattern[str],
+    text: str,
+    starts: list[int],
+    ends: list[int],
+    names: Sequence[_T],
+) -> list[tuple[_T, int, str]]:
+    """``(names[i], line_number, line)`` of every matching line of the texts at ``text[starts[i]:ends[i]]``.
+
+    ``whole`` runs over all of ``text`` in multi-line mode and the loop jumps from match to match, so lines without
+    a match cost no Python work. Every per-line match is a whole-text match at the same place (``^``, ``$`` and
+    ``\\b`` see a line break where the line sees its start or end), so no line is missed; a match that runs past
+    its line's end (across a line break, or into a ``\\r`` that is not part of the line) is only a candidate, its
+    line checked alone with ``regex``, and the search starts again at the next line (a match may start there).
+    """
+    found: list[tuple[_T, int, str]] = []
+    append, check, rfind, find, count = found.append, regex.search, text.rfind, text.find, text.count
+    size, bisect_left, crlf = len(text), bisect.bisect_left, "\r" in text
+    index, start, end, name = 0, starts[0], ends[0], names[0]
+    number, counted = 1, start  # the line starting at ``counted`` in text ``index`` has this ``number``
+    position = 0  # where the search goes on: a line start
+    while position <= size:
+        for match in whole.finditer(text, position):
+            at = match.start()
+            if at < position:
+                continue  # another match on a line already taken
+            if at > end:
+                index = bisect_left(ends, at, index + 1)
+                start, end, name = starts[index], ends[index], names[index]
+                number, counted = 1, start
+            if at == end and (at == start or text[at - 1] == "\n"):
+                position = end + 1  # past the text's last line: a final newline does not start another
+                continue
+            line_start = rfind("\n", start, at) + 1 or start
+            number += count("\n", counted, line_start)
+            counted = line_start
+            line_end = find("\n", at, end)
+            if line_end == -1:
+                line_end = end
+            position = line_end + 1
+            if crlf and text[line_end - 1 : line_end] == "\r" and line_end > line_start:
+                line_end -= 1  # the \r before the line break is not part of the line
+            line = text[line_start:line_end]
+            if match.end() <= line_end:
+                append((name, number, line))
+            else:
+                if check(line) is not None:
+                    append((name, number, line))
+                break  # the match ran past its line: search again from the next line
+        else:
+            break
+    return found
+
+
+def search_lines(regex: re.Pattern[str], text: str) -> list[tuple[int, str]]:
+    """``(line_number, line)`` for each line of ``text`` that ``regex`` matches (see ``_search_text``)."""
+    whole, dollar = _text_regex(regex)
+    if whole is None or (dollar and "\r" in text):
+        return _search_each_line(regex, text)
+    return [(number, line) for _, number, line in _search_text(whole, regex, text, [0], [len(text)], (0,))]
+
+
+def search_contents(regex: re.Pattern[str], paths: list[str], contents: list[bytes]) -> list[tuple[str, int, str]]:
+    """``(path, line_number, line)`` for each matching line of each file, ``contents[i]`` holding ``paths[i]``;
+    binary files skipped (``_text.decode_text``). Files are searched a batch at a time as one text."""
+    whole, dollar = _text_regex(regex)
+    if sum(map(len, contents)) < _BATCH_BYTES:
+        return _search_batch(regex, whole, dollar, paths, contents)
+    found: list[tuple[str, int, str]] = []
+    batch_start, size = 0, 0
+    for i, content in enumerate(contents):
+        size += len(content)
+        if size >= _BATCH_BYTES or i + 1 == len(contents):
+            found += _search_batch(regex, whole, dollar, paths[batch_start : i + 1], contents[batch_start : i + 1])
+            batch_start, size = i + 1, 0
+    return found
+
+
+def _search_batch(
+    regex: re.Pattern[str], whole: re.Pattern[str] | None, dollar: bool, paths: list[str], contents: list[bytes]
+) -> list[tuple[str, int, str]]:
+    blob = b"\n".join(contents)
+    texts: list[str | None]
+    ascii_only = blob.isascii()  # then no byte-order mark either
+    if b"\x00" in blob or (not ascii_only and any(map(operator.methodcaller("startswith", _BOMS), contents))):
+        texts = [_text.decode_text(content) for content in contents]  # binary files become None
+        kept = [i for i, text in enumerate(texts) if text is not None]
+        if len(kept) < len(texts):
+            paths, texts = [paths[i] for i in kept], [texts[i] for i in kept]
+        text = "\n".join(cast(list[str], texts))
+        lengths = map(len, cast(list[str], texts))
+    elif ascii_only:
+        text, lengths = blob.decode("ascii"), map(len, contents)
+    else:
+        texts = list(map(_decode, contents))
+        text, lengths = "\n".join(cast(list[str], texts)), map(len, cast(list[str], texts))
+    # Text i spans text[starts[i]:ends[i]]; one newline separates it from the next.
+    ends = list(map(operator.add, itertools.accumulate(lengths), itertools.count()))
+    if not ends:
+        return []
+    starts = [0, *map((1).__add__, ends[:-1])]
+    if whole is None or (dollar and "\r" in text):
+        return [
+            (path, number, line)
+            for path, start, end in zip(paths, starts, ends, strict=True)
+            for number, line in _search_each_line(regex, text[start:end])
+        ]
+    return _search_text(whole, regex, text, starts, ends, paths)
+
+
+def _search_each_line(regex: re.Pattern[str], text: str) -> list[tuple[int, str]]:
     search = regex.search
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # a final newline ends the last line; it does not start another
+    found: list[tuple[int, str]] = []
     for number, line in enumerate(lines, 1):
         if line.endswith("\r"):
             line = line[:-1]
         if search(line) is not None:
-            yield number, line
+            found.append((number, line))
+    return found
 
 
 class MatchCollector:
@@ -358,9 +504,20 @@ class MatchCollector:
         self.total += 1
         self._items.append((path, line_number, line))
         if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
-            self._items.sort()
-            del self._items[self._cap :]
-            self._cutoff = self._items[-1][0]
+            self._compact()
+
+    def add_lines(self, path: str, found: list[tuple[int, str]]) -> None:
+        """Add one file's matches at once: ``(line_number, line)`` pairs from ``search_lines``."""
+        self.total += len(found)
+        self._items += [(path, number, line) for number, line in found]
+        if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        assert self._cap is not None
+        self._items.sort()
+        del self._items[self._cap :]
+        self._cutoff = self._items[-1][0]
 
     def wants(self, path: str) -> bool:
         """Whether matches in ``path`` can still be among the kept ones; if not, only ``count`` them."""
@@ -371,13 +528,24 @@ class MatchCollector:
         self.total += matches
 
     def extend(self, items: Iterable[tuple[str, int, str]]) -> None:
-        for item in items:
-            self.add(*item)
+        items = list(items)
+        self.total += len(items)
+        self._items += items
+        if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
+            self._compact()
 
     def result(self) -> GrepMatches:
         self._items.sort()
         if self._cap is not None:
             del self._items[self._cap :]
         limit, clip = _text.MAX_LINE_CHARS, _text.clip_line
-        matches = [GrepMatch(path=p, line_number=n, line=s if len(s) <= limit else clip(s)) for p, n, s in self._items]
+        # One validation call for the whole list: a model per match, built in pydantic-core (the cheapest way to a
+        # validated model: about 0.7 µs each against 1.2 µs for ``GrepMatch(...)`` and 2.4 µs for model_construct).
+        items = self._items
+        if max(map(len, map(operator.itemgetter(2), items)), default=0) > limit:
+            items = [(p, n, s if len(s) <= limit else clip(s)) for p, n, s in items]
+        matches = _MATCH_LIST.validate_python([{"path": p, "line_number": n, "line": s} for p, n, s in items])
         return GrepMatches(matches, total=self.total)
+
+
+_MATCH_LIST = TypeAdapter(list[GrepMatch])

@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_name_filter
-from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern_async, search_lines
+from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern_async, search_contents
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
 from agent_backends.types import FileData, FileInfo, GrepMatches
 
@@ -38,6 +38,9 @@ class StateBackend(StorageBackend):
         super().__init__(max_grep_matches=max_grep_matches)
         self._files: dict[str, FileData] = {}
         self._children: dict[str, set[str]] = {"/": set()}
+        # ``FileInfo`` of listed paths, made on first listing and dropped when the path changes: a listing of an
+        # unchanged directory builds no models (they are frozen, so handing out the same one again is safe).
+        self._infos: dict[str, FileInfo] = {}
         for path, content in (files or {}).items():
             data = content if isinstance(content, FileData) else None
             raw = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b""
@@ -67,8 +70,10 @@ class StateBackend(StorageBackend):
                 self._children[parent] = {child}
                 child, parent = parent, parent.rsplit("/", 1)[0] or "/"
         self._files[path] = data
+        self._infos.pop(path, None)
 
     def _unlink(self, path: str) -> None:
+        self._infos.pop(path, None)
         child = path
         while child != "/":
             parent = child.rsplit("/", 1)[0] or "/"
@@ -77,6 +82,7 @@ class StateBackend(StorageBackend):
             if siblings or parent == "/":
                 break
             del self._children[parent]
+            self._infos.pop(parent, None)
             child = parent
 
     def _file(self, path: str) -> FileData:
@@ -86,11 +92,16 @@ class StateBackend(StorageBackend):
         return data
 
     def _info(self, path: str) -> FileInfo:
-        data = self._files.get(path)
-        name = _paths.split_name(path)
-        if data is None:
-            return FileInfo(path=path, name=name, is_dir=True)
-        return FileInfo(path=path, name=name, size=len(data.content), modified_at=data.modified_at)
+        info = self._infos.get(path)
+        if info is None:
+            data = self._files.get(path)
+            name = path.rsplit("/", 1)[-1]
+            if data is None:
+                info = FileInfo(path=path, name=name, is_dir=True)
+            else:
+                info = FileInfo(path=path, name=name, size=len(data.content), modified_at=data.modified_at)
+            self._infos[path] = info
+        return info
 
     def _files_under(self, base: str) -> list[str]:
         if base in self._files:
@@ -118,7 +129,8 @@ class StateBackend(StorageBackend):
         children = self._children.get(path)
         if children is None:
             raise not_a_dir(path) if path in self._files else not_found(path)
-        return [self._info(child) for child in children]
+        infos, info = self._infos, self._info
+        return [infos.get(child) or info(child) for child in sorted(children)]
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
         return _text.render_bytes(self._file(path).content, path=path, offset=offset, limit=limit)
@@ -159,12 +171,11 @@ class StateBackend(StorageBackend):
         if await self._stat(path) is None:
             raise not_found(path)
         name_filter = compile_name_filter(glob) if glob is not None else None
-        collector = MatchCollector(self.max_grep_matches)
-        for file in self._files_under(path):
+        files = self._files
+        selected = self._files_under(path)
+        if name_filter is not None:
             # Relative to ``path``: "" for a file named explicitly, which the filter always accepts, as ripgrep does.
-            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file, path)):
-                continue
-            text = _text.decode_text(self._files[file].content)  # None for a binary file (a NUL byte anywhere)
-            if text is not None:
-                collector.extend((file, number, line) for number, line in search_lines(regex, text))
+            selected = [file for file in selected if name_filter.fullmatch(_paths.relative_to(file, path))]
+        collector = MatchCollector(self.max_grep_matches)
+        collector.extend(search_contents(regex, selected, [files[file].content for file in selected]))
         return collector.result()
