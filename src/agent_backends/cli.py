@@ -1,7 +1,8 @@
 """``agent-backends``: the command line.
 
 ``demo`` runs an agent through the console tools (scripted by default: no API key, no Docker); ``tour`` shows the
-backends' calls one by one; ``ls``, ``read``, ``grep`` and ``exec`` act once on the host or in a container.
+backends' calls one by one; ``ls``, ``read``, ``grep`` and ``exec`` act once on the host or in a container;
+``mcp`` serves the console tools to any MCP client (stdio, or streamable HTTP with a bearer token).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from agent_backends.backends.local import LocalBackend
 from agent_backends.backends.state import StateBackend
 
 __all__ = ("main",)
+
+TOOL_CHOICES = ("ls", "read_file", "write_file", "edit_file", "glob", "grep", "execute")
 
 _SAMPLE = '''"""A tiny module for the tour."""
 
@@ -107,6 +110,62 @@ async def _one_shot(args: argparse.Namespace) -> int:
         return response.exit_code if response.exit_code is not None else 124
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8765), got {text!r}")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+async def _serve_mcp(args: argparse.Namespace) -> int:
+    from agent_backends.mcp_server import DirPool, DockerPool, MemoryPool, build_server, serve_http, serve_stdio
+
+    with contextlib.ExitStack() as stack:
+        pool: Any
+        if args.memory:
+            pool = MemoryPool()
+        elif args.docker is not None:
+            from agent_backends.runtime import RuntimeConfig
+            from agent_backends.sessions import SessionManager
+
+            root = args.workspace_root or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-backends-mcp-"))
+            )
+            name = "mcp-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in args.docker.lower())
+            runtime = RuntimeConfig(name=name[:100], base_image=args.docker, work_dir="/workspace")
+            manager = SessionManager(
+                runtime,
+                root,
+                max_sessions=args.max_sessions,
+                idle_timeout=None,  # the server releases idle sessions itself
+                wait_for_slot=False,
+                sandbox_options={"labels": dict(args.label or [])},
+            )
+            pool = DockerPool(manager)
+        else:
+            root = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-backends-mcp-")))
+            pool = DirPool(root, shared=args.shared_dir or args.http is None)
+        server = build_server(
+            pool,
+            approve=args.approve or (),
+            max_output_chars=args.max_output_chars,
+            command_timeout=args.timeout,
+        )
+        if args.http is None:
+            await serve_stdio(server, pool)
+        else:
+            host, port = args.http
+            await serve_http(server, pool, host=host, port=port, token=args.token, idle_timeout=args.idle_timeout)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agent-backends`` console script."""
     parser = argparse.ArgumentParser(prog="agent-backends", description="Backends for AI agents: files and code.")
@@ -133,7 +192,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("exec", parents=[where], help="run a shell command")
     run.add_argument("shell_command", metavar="command")
     run.add_argument("--timeout", type=float)
+    mcp = commands.add_parser(
+        "mcp", parents=[where], help="serve the console tools over MCP (stdio, or streamable HTTP with --http)"
+    )
+    mcp.add_argument("--memory", action="store_true", help="files in memory (one StateBackend per session)")
+    mcp.add_argument(
+        "--http", metavar="HOST:PORT", type=_host_port, help="serve streamable HTTP at http://HOST:PORT/mcp"
+    )
+    mcp.add_argument(
+        "--token",
+        help="the bearer token HTTP clients must send (default: $AGENT_BACKENDS_MCP_TOKEN, "
+        "else one is generated and printed once)",
+    )
+    mcp.add_argument(
+        "--approve",
+        action="append",
+        metavar="TOOL",
+        choices=TOOL_CHOICES,
+        help="ask the user (MCP elicitation) before each call of this tool, e.g. execute; repeatable",
+    )
+    mcp.add_argument(
+        "--shared-dir",
+        action="store_true",
+        help="with --dir over HTTP: every session works in DIR itself (default: DIR/<session id>)",
+    )
+    mcp.add_argument(
+        "--workspace-root",
+        type=Path,
+        help="with --docker: where each session's workspace directory is kept (default: a temporary one)",
+    )
+    mcp.add_argument("--max-sessions", type=int, default=50, help="with --docker: sandboxes running at once")
+    mcp.add_argument(
+        "--label",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="with --docker: a label on every sandbox started; repeatable",
+    )
+    mcp.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30 * 60,
+        help="over HTTP: seconds without a request after which a session and its sandbox end",
+    )
+    mcp.add_argument("--timeout", type=float, help="seconds before execute kills a command")
+    mcp.add_argument("--max-output-chars", type=int, default=30_000, help="the most text one tool call returns")
     args = parser.parse_args(argv)
+    if args.command == "mcp":
+        if sum((args.memory, args.dir is not None, args.docker is not None)) > 1:
+            parser.error("mcp: choose one of --memory, --dir and --docker")
+        return anyio.run(_serve_mcp, args)
     if args.command == "tour":
         if args.dir is not None:
             anyio.run(_tour, args.dir.resolve())
