@@ -9,15 +9,11 @@ searches downloaded files with the in-memory engine, which has the same regex se
 from __future__ import annotations
 
 import base64
-import contextlib
 import shlex
-import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
-
-import anyio
 
 from agent_backends import _paths, _text
 from agent_backends._glob import (
@@ -36,7 +32,7 @@ from agent_backends._grep import (
 )
 from agent_backends._ripgrep import RipgrepJson, pattern_input, rg_arguments, rg_error
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
-from agent_backends.exceptions import AgentBackendsError, PathError, PathNotDirectoryError, PathPermissionError
+from agent_backends.exceptions import PathError, PathNotDirectoryError, PathPermissionError
 from agent_backends.types import ExecuteResponse, FileInfo, GrepMatches
 
 __all__ = ("BaseSandbox", "CommandResult")
@@ -44,10 +40,6 @@ __all__ = ("BaseSandbox", "CommandResult")
 # Pseudo filesystems a search from "/" must not walk into.
 _PSEUDO = ("/proc", "/sys", "/dev")
 _STAT_FORMAT = "%F|%s|%Y|%n"
-# The longest ripgrep command line that carries its pattern in argv; a longer one reads it from a file in the
-# sandbox (Linux refuses a single argument over 128 KiB, and the command is one ``sh -c`` argument).
-_MAX_RG_SCRIPT_BYTES = 64 * 1024
-_CLEANUP_SECONDS = 10.0
 
 
 class CommandResult(NamedTuple):
@@ -90,15 +82,6 @@ def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
         f"if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then {head}-printf '%Y|%s|%T@|%p\\n' 2>/dev/null; "
         f"else {head}-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; fi; true"
     )
-
-
-def _hiding(path: str, accept: Callable[[str], bool] | None) -> Callable[[str], bool]:
-    """``accept``, and never ``path``."""
-
-    def visible(found: str) -> bool:
-        return found != path and (accept is None or accept(found))
-
-    return visible
 
 
 class BaseSandbox(StorageBackend):
@@ -170,9 +153,9 @@ class BaseSandbox(StorageBackend):
                 raise PathNotDirectoryError(f"'{path}' is not a directory, or a parent of it is a file", path)
             raise PathPermissionError(f"could not write '{path}': {message}", path)
 
-    async def _run_rg(self, arguments: list[str], parser: RipgrepJson) -> tuple[int | None, bytes]:
-        """Run ``rg`` in the sandbox, feeding its stdout to ``parser``; (exit code, stderr)."""
-        result = await self._run(shlex.join(["rg", *arguments]))
+    async def _run_rg(self, arguments: list[str], parser: RipgrepJson, stdin: bytes) -> tuple[int | None, bytes]:
+        """Run ``rg`` in the sandbox with ``stdin``, feeding its stdout to ``parser``; (exit code, stderr)."""
+        result = await self._run(shlex.join(["rg", *arguments]), stdin=stdin)
         parser.feed(result.stdout + b"\n")
         # Through ``execute`` the streams are merged: ripgrep's error message is then in stdout.
         return result.exit_code, result.stderr or result.stdout
@@ -249,25 +232,10 @@ class BaseSandbox(StorageBackend):
                 return collector.result()
         else:
             targets = [path]  # a binary file is dropped by its end record, as in a walk
-        arguments = rg_arguments(targets, globs, pattern=pattern)
-        if len(shlex.join(["rg", *arguments]).encode()) <= _MAX_RG_SCRIPT_BYTES:
-            code, stderr = await self._run_rg(arguments, RipgrepJson(collector, "", accept))
-        else:
-            # Too long for a command line: ripgrep reads it from a file in the sandbox (``-f``), which the search
-            # itself never reports, removed after; where nothing is writable, the in-memory engine searches.
-            pattern_file = f"/tmp/.agent-backends-pattern-{uuid.uuid4().hex}"
-            try:
-                await self._write_bytes(pattern_file, pattern_input(pattern))
-            except PathError:
-                return await self._grep_downloaded(pattern, path, glob)
-            try:
-                arguments = rg_arguments(targets, globs, pattern_file=pattern_file)
-                code, stderr = await self._run_rg(arguments, RipgrepJson(collector, "", _hiding(pattern_file, accept)))
-            finally:
-                # Shielded and bounded; a gone sandbox cannot replace the search's own outcome.
-                deadline = anyio.current_time() + _CLEANUP_SECONDS
-                with anyio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(AgentBackendsError):
-                    await self._run(f"rm -f -- {shlex.quote(pattern_file)}")
+        # The pattern goes on ripgrep's standard input (``-f -``), whatever its size: nothing is written in the
+        # sandbox (a read-only root, gVisor's private /tmp) and no command line grows with it.
+        arguments = rg_arguments(targets, globs)
+        code, stderr = await self._run_rg(arguments, RipgrepJson(collector, "", accept), pattern_input(pattern))
         error = rg_error(pattern, code, stderr)
         return error if error is not None else collector.result()
 
