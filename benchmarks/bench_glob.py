@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 
 import anyio
 import anyio.to_thread
 
 from _common import Result, Target, compare_async, parse_args, print_table, warn
+from _peers import peers_for
+from _workloads import GLOB_PATTERN, shared_tree
 from agent_backends.backends.filesystem import FilesystemBackend
 from agent_backends.types import FileInfo
 
-TREE = sysconfig.get_paths()["stdlib"]
-PATTERN = "**/*.py"
+PATTERN = GLOB_PATTERN
 
 
 def walk_py(root: str) -> list[tuple[str, int]]:
@@ -42,7 +42,8 @@ def walk_py(root: str) -> list[tuple[str, int]]:
 
 
 async def _run(quick: bool) -> list[Result]:
-    backend = FilesystemBackend(TREE)
+    tree = shared_tree()
+    backend = FilesystemBackend(tree)
     ours_found: list[FileInfo] = []
     raw_found: list[tuple[str, int]] = []
 
@@ -52,7 +53,7 @@ async def _run(quick: bool) -> list[Result]:
 
     async def raw() -> None:
         nonlocal raw_found
-        raw_found = await anyio.to_thread.run_sync(walk_py, TREE)
+        raw_found = await anyio.to_thread.run_sync(walk_py, tree)
 
     reps, budget = (5, 5.0) if quick else (15, 8.0)
     ours_s, raw_s = await compare_async(ours, raw, reps=reps, budget=budget)
@@ -60,7 +61,8 @@ async def _run(quick: bool) -> list[Result]:
     if len(ours_found) != len(raw_found):
         warn(f"GLOB COUNT MISMATCH: ours {len(ours_found):,}, raw {len(raw_found):,}")
         note += "  <-- MISMATCH"
-    return [Result(f"glob_info({PATTERN!r})", ours_s, raw_s, Target.ratio(1.5), note=note)]
+    peers = peers_for(tree, quick, "glob")
+    return [Result(f"glob_info({PATTERN!r})", ours_s, raw_s, Target.ratio(1.5), note=note, peers=peers)]
 
 
 def run(quick: bool = False) -> list[Result]:
@@ -70,7 +72,7 @@ def run(quick: bool = False) -> list[Result]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "", sys.argv[1:])
-    print(f"tree: {TREE}")
+    print(f"tree: {shared_tree()}")
     print_table(run(args.quick), "glob_info vs raw os.scandir walk")
 
 

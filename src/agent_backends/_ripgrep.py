@@ -151,11 +151,18 @@ class RipgrepJson:
                     records.append(cast(dict[str, Any], from_json(line)))
                 except ValueError:
                     continue
-        add, prefix = self._collector.add, self._prefix
+        prefix = self._prefix
+        items: list[tuple[str, int, str]] = []
+        append = items.append
         for record in records:
             data = record["data"]
-            line = _text(data["lines"], "replace").rstrip("\n").removesuffix("\r")
-            add(prefix + _text(data["path"], "surrogateescape"), data["line_number"], line)
+            path, lines = data["path"], data["lines"]
+            # "text" is there unless the bytes are not UTF-8 (then base64 "bytes")
+            text = lines.get("text")
+            line = (text if text is not None else _text(lines, "replace")).rstrip("\n").removesuffix("\r")
+            name = path.get("text")
+            append((prefix + (name if name is not None else _text(path, "surrogateescape")), data["line_number"], line))
+        self._collector.extend(items)
 
     def _begin(self, line: bytes) -> None:
         path = self._prefix + _text(cast(dict[str, Any], from_json(line))["data"]["path"], "surrogateescape")
