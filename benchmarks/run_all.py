@@ -18,6 +18,7 @@ import anyio
 import bench_exec
 import bench_glob
 import bench_grep
+import bench_mcp
 import bench_memory
 import bench_read
 import bench_sessions
@@ -33,6 +34,7 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     bench_sync,
     bench_exec,
     bench_sessions,
+    bench_mcp,
 )
 
 

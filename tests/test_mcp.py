@@ -452,3 +452,24 @@ async def test_docker_sandboxes_go_when_the_session_ends_or_idles(tmp_path: Path
         await wait_for(lambda: sandboxes() == [], "the idle session's sandbox is removed")
     kept = [path.read_text() for path in tmp_path.glob("*/kept.txt")]
     assert kept == ["files outlive the sandbox"], "a session's workspace stays"
+
+
+async def test_streamed_execute_gives_the_same_result_as_execute(tmp_path: Path) -> None:
+    from agent_backends._tools import TOOLS, ToolEnv
+
+    execute = next(spec for spec in TOOLS if spec.name == "execute")
+    seen: list[str] = []
+
+    async def on_output(text: str) -> None:
+        seen.append(text)
+
+    async with LocalBackend(tmp_path, max_output_chars=200) as backend:
+        for arguments in (
+            {"command": "printf 'a%.0s' $(seq 1 500); echo; echo err >&2; exit 4"},
+            {"command": "echo before; sleep 30", "timeout": 0.3},
+            {"command": "echo a\x00b"},
+        ):
+            plain = await execute(ToolEnv(backend), dict(arguments))
+            streamed = await execute(ToolEnv(backend, on_output=on_output), dict(arguments))
+            assert streamed == plain, arguments
+    assert "".join(seen).startswith("a" * 500)
