@@ -128,10 +128,17 @@ class _Reader:
         del self.buffer[: end + 2]
         return data
 
-    async def exactly(self, size: int) -> bytes | None:
+    async def ensure(self, size: int) -> bool:
+        """Whether ``size`` bytes are buffered (read until they are, or the end); consumes nothing, so a
+        cancelled call loses nothing."""
         while len(self.buffer) < size:
             if not await self._fill():
-                return None
+                return False
+        return True
+
+    async def exactly(self, size: int) -> bytes | None:
+        if not await self.ensure(size):
+            return None
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data
@@ -308,15 +315,17 @@ class ExecStream:
         self._eof_sent = False
 
     async def receive(self) -> Frame | None:
-        """The next output frame, or ``None`` at the end of the output."""
+        """The next output frame, or ``None`` at the end of the output. Safe to cancel: a frame is taken from the
+        buffer only once it is whole."""
+        reader = self._reader
         while True:
-            header = await self._reader.exactly(_HEADER.size)
-            if header is None:
+            if not await reader.ensure(_HEADER.size):
                 return None
-            kind, size = _HEADER.unpack(header)
-            data = await self._reader.exactly(size) if size else b""
-            if data is None:
+            kind, size = _HEADER.unpack(reader.buffer[: _HEADER.size])
+            if not await reader.ensure(_HEADER.size + size):
                 return None
+            data = bytes(reader.buffer[_HEADER.size : _HEADER.size + size])
+            del reader.buffer[: _HEADER.size + size]
             if data:
                 return Frame(kind, data)
 

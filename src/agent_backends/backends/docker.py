@@ -81,6 +81,7 @@ _INLINE_PACK_BYTES = 256 * 1024
 _DIR_BIT = 1 << 31
 _LINK_BIT = 1 << 27
 _TRIM_BYTES = 4 * 1024 * 1024  # a background process's output file is trimmed to head and tail past this
+_WATCH_SECONDS = 5.0  # a command silent this long: check that its container is still there
 
 # The process-group leader: its command line carries the token ($0) the killer looks for; it runs the command in a
 # child shell (never ``exec``), so a command that ``exec``s something else cannot take the token away.
@@ -136,9 +137,10 @@ def _token_pattern(token: str) -> str:
 
 
 def _is_gone(status: int, message: str) -> bool:
+    """Whether the engine's answer means the container is missing or stopped (Docker's and Podman's words)."""
     text = message.lower()
-    return (status == 404 and "no such container" in text) or (
-        status == 409 and ("not running" in text or "improper" in text or "is restarting" in text)
+    return "no such container" in text or (
+        status in (409, 500) and ("not running" in text or "state improper" in text or "is restarting" in text)
     )
 
 
@@ -199,6 +201,7 @@ class _DockerProcess(ChannelProcess):
         self._pump_scope = anyio.CancelScope(shield=True)  # only _stop ends the pump, so it sees that end
         self._returncode: int | None = None
         self._counted = False
+        self._gone = False  # the pump saw the container vanish while the output was silent
 
     @property
     def returncode(self) -> int | None:
@@ -241,7 +244,17 @@ class _DockerProcess(ChannelProcess):
         try:
             with self._pump_scope:
                 async with self._send:
-                    while (frame := await stream.receive()) is not None:
+                    while True:
+                        frame: _engine.Frame | None = None
+                        with anyio.move_on_after(_WATCH_SECONDS) as quiet:
+                            frame = await stream.receive()
+                        if quiet.cancelled_caught:  # silence: is the container still there? (gVisor keeps the
+                            if await self._sandbox._still_there():  # stream of a removed one open)  # pyright: ignore[reportPrivateUsage]
+                                continue
+                            self._gone = True
+                            break
+                        if frame is None:
+                            break
                         with contextlib.suppress(anyio.BrokenResourceError):
                             await self._send.send(OutputChunk("stdout" if frame.stream == 1 else "stderr", frame.data))
         finally:
@@ -293,6 +306,8 @@ class _DockerProcess(ChannelProcess):
 
     async def wait(self) -> int | None:
         await self._ended.wait()
+        if self._gone:
+            raise SandboxGoneError(f"sandbox {self._sandbox.id} is gone: its container vanished while the command ran")
         if self._returncode is None and self._exec is not None:
             sandbox = self._sandbox
             with sandbox._errors("could not read the command's exit code"):  # pyright: ignore[reportPrivateUsage]
@@ -459,6 +474,16 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             return False
         return any(rc is None for rc in (await self._job_states()).values())
 
+    async def _still_there(self) -> bool:
+        """Whether the container still runs; errors (an engine gone) count as yes, to be met by the next call."""
+        try:
+            await self._check_alive()
+        except SandboxGoneError:
+            return False
+        except SandboxError:
+            return True
+        return True
+
     async def _check_alive(self, *, probe: bool = False) -> None:
         """Raise ``SandboxGoneError`` when the container is missing or no longer runs.
 
@@ -473,12 +498,14 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         status = state.get("State", {})
         if status.get("Running") and probe:
             try:
-                await self._collect(container, ["/bin/sh", "-c", "true"])
+                answer = await self._collect(container, ["/bin/sh", "-c", "echo alive"])
             except SandboxUnavailableError:
                 raise
             except SandboxError as exc:
                 raise SandboxGoneError(f"sandbox {self.id} is gone: {exc}") from exc
-            return
+            if answer == "alive\n":
+                return
+            raise SandboxGoneError(f"sandbox {self.id} is gone: its container no longer runs commands")
         if not status.get("Running"):
             raise SandboxGoneError(
                 f"sandbox {self.id} is gone: its container is {status.get('Status', 'stopped')} (exit code "
@@ -781,9 +808,9 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             code = await process.wait()
         return CommandResult(code, bytes(stdout), bytes(stderr))
 
-    async def _run_rg(self, arguments: list[str], parser: RipgrepJson) -> tuple[int | None, bytes]:
+    async def _run_rg(self, arguments: list[str], parser: RipgrepJson, stdin: bytes) -> tuple[int | None, bytes]:
         stderr = bytearray()
-        async with self.open_process(shlex.join(["rg", *arguments]), cwd="/") as process:
+        async with self.open_process(shlex.join(["rg", *arguments]), cwd="/", stdin=stdin) as process:
             async for chunk in process:
                 if chunk.stream == "stdout":
                     parser.feed(chunk.data)
