@@ -1,4 +1,5 @@
-"""SessionManager: 20 sessions started at once vs 20 raw concurrent create + start, and memory per held session.
+"""SessionManager: 20 sessions started at once vs 20 raw concurrent create + start, memory per held session, a paused
+session resumed vs a fresh one started, and a new manager adopting 20 running sessions after a restart.
 
 Run: ``python benchmarks/bench_sessions.py [--quick]``. Uses the local busybox test image as the runtime's base, so
 the runtime image is built once (before timing) and every session starts from it.
@@ -18,8 +19,9 @@ from typing import Any
 import aiodocker
 import anyio
 
-from _common import Result, Target, format_bytes, parse_args, print_table, warn
-from agent_backends import DockerSandbox, RuntimeConfig, SessionManager
+from _common import Result, Target, compare_async_samples, format_bytes, parse_args, print_table, warn
+from agent_backends import DockerSandbox, RuntimeConfig, SandboxError, SessionManager
+from agent_backends.backends import _engine
 from agent_backends.runtime import ensure_runtime_image
 
 USERS = 20
@@ -64,13 +66,60 @@ async def _raw_once(docker: aiodocker.Docker, config: dict[str, Any]) -> float:
                 await container.delete(force=True)
 
 
+async def _resume_vs_fresh(root: str, quick: bool) -> Result:
+    """``get_or_create`` of a paused session (unpause) vs of a new user (a container started), alternating."""
+    async with SessionManager(RUNTIME, root, max_sessions=64, sandbox_options={"labels": LABELS}) as manager:
+        counter = iter(range(1_000_000))
+
+        async def resume() -> float:
+            sandbox = await manager.get_or_create("paused")
+            await sandbox.pause()
+            t0 = time.perf_counter()
+            await (await manager.get_or_create("paused")).execute("true")
+            return time.perf_counter() - t0
+
+        async def fresh() -> float:
+            user = f"fresh{next(counter)}"
+            t0 = time.perf_counter()
+            await (await manager.get_or_create(user)).execute("true")
+            elapsed = time.perf_counter() - t0
+            await manager.release(user)
+            return elapsed
+
+        ours, raw = await compare_async_samples(resume, fresh, reps=3 if quick else 9, warmup=1)
+    note = "get_or_create + execute('true'): a paused session (unpause) vs a new user (create + start)"
+    return Result("resume a paused session vs start a fresh one", ours, raw, Target.info(), note=note)
+
+
+async def _adopt(docker: aiodocker.Docker, config: dict[str, Any], root: str) -> Result:
+    """A new manager on the same workspace root taking over 20 running sessions vs 20 raw create + start."""
+    first = SessionManager(RUNTIME, root, max_sessions=USERS, sandbox_options={"labels": LABELS})
+    try:
+        async with anyio.create_task_group() as tg:
+            for index in range(USERS):
+                tg.start_soon(first.get_or_create, f"user{index}")
+        await first.aclose(keep_sandboxes=True)
+        second = SessionManager(RUNTIME, root, max_sessions=USERS, sandbox_options={"labels": LABELS})
+        t0 = time.perf_counter()
+        await second.start()
+        adopted = time.perf_counter() - t0
+        count = len(second.sessions)
+        await second.aclose()
+    finally:
+        await first.aclose()
+    raw = await _raw_once(docker, config)
+    note = f"{count} sessions adopted (list + attach each, concurrently) vs {USERS} raw concurrent create + start"
+    return Result(f"adopt {USERS} running sessions after a restart", adopted, raw, Target.info(), note=note)
+
+
 async def _run(quick: bool) -> list[Result]:
-    async with aiodocker.Docker() as docker:
-        try:
-            image = await ensure_runtime_image(docker, RUNTIME, progress=lambda _: None)
-        except (aiodocker.DockerError, OSError) as exc:
-            warn(f"bench_sessions skipped: no Docker engine or base image: {exc}")
-            return []
+    try:
+        host, version = await _engine.connect(None)
+        image = await ensure_runtime_image(RUNTIME, progress=lambda _: None)
+    except (SandboxError, OSError) as exc:
+        warn(f"bench_sessions skipped: no Docker engine or base image: {exc}")
+        return []
+    async with aiodocker.Docker(url=host, api_version=f"v{version}") as docker:
         config = DockerSandbox(image, labels=LABELS)._container_config()  # pyright: ignore[reportPrivateUsage]
         ours_times: list[float] = []
         raw_times: list[float] = []
@@ -81,9 +130,20 @@ async def _run(quick: bool) -> list[Result]:
             ours_times.append(elapsed)
             held.append(memory)
             raw_times.append(await _raw_once(docker, config))
+        try:
+            with tempfile.TemporaryDirectory() as root:
+                resumed = await _resume_vs_fresh(root, quick)
+            with tempfile.TemporaryDirectory() as root:
+                adopted = await _adopt(docker, config, root)
+        finally:  # whatever a failure left: every container of this run carries its label
+            with anyio.CancelScope(shield=True):
+                for container in await docker.containers.list(all=True, filters={"label": [f"{RUN_LABEL}={RUN_ID}"]}):
+                    await container.delete(force=True)
     ours, raw = sorted(ours_times)[len(ours_times) // 2], sorted(raw_times)[len(raw_times) // 2]
     per_session = sorted(held)[len(held) // 2] / USERS
     return [
+        resumed,
+        adopted,
         Result(f"{USERS} sessions started at once, wall", ours, raw, Target.info()),
         Result(
             "Python memory per held session",

@@ -20,7 +20,7 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     ├── ProcessError
     │   └── ProcessNotFoundError ........ LookupError      (no background process with that id)
     ├── SandboxError
-    │   ├── SandboxNotStartedError ...... RuntimeError     (used outside ``async with`` / after ``aclose``)
+    │   ├── SandboxNotStartedError ...... RuntimeError     (used after ``stop()``/``aclose()``: closed is closed)
     │   ├── ImageNotFoundError .......... LookupError      (the image is not present locally)
     │   ├── SandboxUnavailableError ..... ConnectionError  (the sandbox or its engine is gone)
     │   │   ├── EngineUnavailableError                     (the Docker/Podman daemon cannot be reached)
@@ -138,7 +138,8 @@ class SandboxError(AgentBackendsError):
 
 
 class SandboxNotStartedError(SandboxError, RuntimeError):
-    """The sandbox is not running: enter it with ``async with`` first (or it was closed)."""
+    """The sandbox was closed (``stop()``/``aclose()``); sandboxes start on first use, so only a closed one raises
+    this. Attach to a running one with ``DockerSandbox(ref=...)`` or make a new one."""
 
 
 class ImageNotFoundError(SandboxError, LookupError):
@@ -146,15 +147,17 @@ class ImageNotFoundError(SandboxError, LookupError):
 
 
 class SandboxUnavailableError(SandboxError, ConnectionError):
-    """The sandbox or its engine is gone: catch this one class for both."""
+    """The sandbox or its engine is gone: catch this one class for both. Never a missing-file answer."""
 
 
 class EngineUnavailableError(SandboxUnavailableError):
-    """The container engine's API cannot be reached."""
+    """The container engine's API cannot be reached; the message names the address tried (``docker_url=``,
+    ``DOCKER_HOST`` or the usual sockets) and how to fix it."""
 
 
 class SandboxGoneError(SandboxUnavailableError):
-    """The sandbox's container was removed or died; it is never silently replaced."""
+    """The sandbox's container was removed or stopped (from outside, or a ``ref=`` to one that is gone), also while
+    a command ran in it; it is never silently restarted or replaced."""
 
 
 class UnknownRuntimeError(SandboxError, LookupError):

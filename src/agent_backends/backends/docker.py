@@ -691,12 +691,14 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         Idempotent and safe from any task, also while other tasks use the sandbox (their calls then fail); the
         background processes go with the container. ``id`` stays readable.
         """
-        self._closed = True
+        was_closed, self._closed = self._closed, True
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(_API_SECONDS):
                 await self._start_lock.acquire()  # a start in progress finishes (or fails) first
             try:
                 container, self._container = self._container, None
+                if container is None and self.ref is not None and not was_closed:
+                    container = await self._find_ref(self.ref)  # detached, or never attached: it is still ours
                 docker, self._docker = self._docker, None
                 try:
                     if container is not None:
@@ -715,6 +717,17 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             finally:
                 with contextlib.suppress(RuntimeError):  # not held: the wait above ran out
                     self._start_lock.release()
+
+    async def _find_ref(self, ref: str) -> DockerContainer | None:
+        """The running sandbox ``ref`` names, if there is one (for ``aclose`` of an object not attached to it)."""
+        with contextlib.suppress(SandboxError, _aiodocker().DockerError):
+            docker = await self._client()
+            with self._errors("could not find the container"):
+                found = await docker.containers.get(ref)  # pyright: ignore[reportUnknownMemberType]
+            labels = (found["Config"] or {}).get("Labels") or {}  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+            if SANDBOX_LABEL in labels:
+                return found
+        return None
 
     async def detach(self) -> None:
         """Let go of the container without stopping it: close the engine connection; the next operation (of this
