@@ -8,14 +8,11 @@ pydantic-ai's own schema builder), so names, schemas, descriptions, results and 
 
 from __future__ import annotations
 
-import codecs
 import functools
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import anyio
 from pydantic_ai import Tool
 from pydantic_ai import exceptions as ai_exceptions
 
@@ -23,7 +20,7 @@ from agent_backends._grep import clip_echo
 from agent_backends.backends.composite import CompositeBackend
 from agent_backends.console import can_execute
 from agent_backends.exceptions import AgentBackendsError
-from agent_backends.process import OutputBuffer, OutputChunk, Process
+from agent_backends.process import OutputBuffer, OutputChunk, Process, collect
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 from agent_backends.types import ExecuteResponse, GrepMatches
 
@@ -214,27 +211,9 @@ async def _execute_streaming(
     Process.check_arguments(command, timeout=timeout)  # InvalidArgumentError before anything runs
     default_timeout = cast(float | None, getattr(target, "default_timeout", None))
     limit = default_timeout if timeout is None else timeout
-    buffer = OutputBuffer(cast(int, getattr(target, "max_output_chars")))  # noqa: B009
-    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
-    exit_code: int | None = None
-    process = cast(Process, open_process(command))
-    async with process:
-        with anyio.move_on_after(math.inf if limit is None else limit) as scope:
-            async for chunk in process:
-                buffer.feed(chunk)
-                text = decoders[chunk.stream].decode(chunk.data)
-                if text:
-                    await on_output(text)
-            exit_code = await process.wait()
-        if scope.cancelled_caught:
-            await process.kill()
-    timed_out = scope.cancelled_caught
-    output = buffer.text()
-    if timed_out:
-        output += f"\n[timed out after {limit:g} s; the command and everything it started were killed]"
-    return ExecuteResponse(
-        output=output, exit_code=None if timed_out else exit_code, truncated=buffer.truncated, timed_out=timed_out
-    )
+    max_chars = cast(int, getattr(target, "max_output_chars"))  # noqa: B009
+    async with cast(Process, open_process(command)) as process:
+        return await collect(process, timeout=limit, max_chars=max_chars, on_text=on_output)
 
 
 # --- the list both front ends are built from ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict
 
 from agent_backends.exceptions import InvalidArgumentError, ProcessError
+from agent_backends.types import ExecuteResponse
 
 __all__ = (
     "BackgroundProcess",
@@ -31,6 +32,7 @@ __all__ = (
     "MAX_COMMAND_BYTES",
     "Process",
     "check_command",
+    "collect",
     "exit_status",
     "exit_unwrapped",
 )
@@ -291,8 +293,11 @@ class OutputBuffer:
     def truncated(self) -> bool:
         return self.omitted > 0
 
-    def feed(self, chunk: OutputChunk) -> None:
-        self._add(self._decoders[chunk.stream].decode(chunk.data))
+    def feed(self, chunk: OutputChunk) -> str:
+        """Keep ``chunk``'s text (bounded) and return it, decoded."""
+        text = self._decoders[chunk.stream].decode(chunk.data)
+        self._add(text)
+        return text
 
     def _add(self, text: str) -> None:
         room = self.max_chars // 2 - self._head_size
@@ -324,3 +329,34 @@ class OutputBuffer:
         if not self.omitted:
             return head + tail
         return f"{head}\n... [{self.omitted:,} characters of output omitted] ...\n{tail}"
+
+
+async def collect(
+    process: Process,
+    *,
+    timeout: float | None,
+    max_chars: int,
+    on_text: Callable[[str], Awaitable[None]] | None = None,
+) -> ExecuteResponse:
+    """Read the entered ``process`` to its end into an ``ExecuteResponse``: ``execute``'s one set of rules.
+
+    Output is kept head and tail within ``max_chars``; ``on_text`` (if given) sees each piece as it arrives. When
+    ``timeout`` seconds pass first, the whole tree is killed and the output so far kept (``timed_out=True``).
+    """
+    buffer = OutputBuffer(max_chars)
+    exit_code: int | None = None
+    with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+        async for chunk in process:
+            text = buffer.feed(chunk)
+            if on_text is not None and text:
+                await on_text(text)
+        exit_code = await process.wait()
+    if scope.cancelled_caught:
+        await process.kill()
+    timed_out = scope.cancelled_caught
+    output = buffer.text()
+    if timed_out:
+        output += f"\n[timed out after {timeout:g} s; the command and everything it started were killed]"
+    return ExecuteResponse(
+        output=output, exit_code=None if timed_out else exit_code, truncated=buffer.truncated, timed_out=timed_out
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
@@ -21,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent_backends.exceptions import AgentBackendsError, ProcessNotFoundError, SandboxNotStartedError
-from agent_backends.process import BackgroundProcess, OutputBuffer, OutputChunk, Process
+from agent_backends.process import BackgroundProcess, OutputBuffer, OutputChunk, Process, collect
 from agent_backends.types import ExecuteResponse
 
 __all__ = ("DEFAULT_MAX_OUTPUT_CHARS", "DEFAULT_TIMEOUT", "ExecutionMixin", "Supervisor")
@@ -207,22 +206,8 @@ class ExecutionMixin(ABC):
         """
         Process.check_arguments(command, env=env, cwd=cwd, timeout=timeout)  # InvalidArgumentError before it runs
         limit = self.default_timeout if timeout is None else timeout
-        buffer = OutputBuffer(self.max_output_chars)
-        exit_code: int | None = None
         async with self.open_process(command, env=env, cwd=cwd, stdin=stdin) as process:
-            with anyio.move_on_after(math.inf if limit is None else limit) as scope:
-                async for chunk in process:
-                    buffer.feed(chunk)
-                exit_code = await process.wait()
-            if scope.cancelled_caught:
-                await process.kill()
-        timed_out = scope.cancelled_caught
-        output = buffer.text()
-        if timed_out:
-            output += f"\n[timed out after {limit:g} s; the command and everything it started were killed]"
-        return ExecuteResponse(
-            output=output, exit_code=None if timed_out else exit_code, truncated=buffer.truncated, timed_out=timed_out
-        )
+            return await collect(process, timeout=limit, max_chars=self.max_output_chars)
 
     # --- background processes ----------------------------------------------------------------------------------
 
