@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from agent_backends import (
@@ -133,7 +134,7 @@ async def test_snapshots_taken_while_files_change_are_whole(make: Factory) -> No
     async def snapshotter() -> None:
         for _ in range(5):
             snaps.append(await backend.snapshot())
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer)
@@ -270,9 +271,12 @@ async def test_a_model_checkpoints_and_rolls_back_through_the_toolset(tmp_path: 
         assert {"checkpoint", "rollback"} <= set(script.offered[0])
         nothing, _, saved, _, _, rolled, unknown, read, listed = script.results
         assert nothing == "rollback: Error: there is no checkpoint to roll back to; save one with checkpoint first"
-        assert saved.startswith("checkpoint: Checkpoint ") and "(works) saved: 1 files" in saved
-        assert rolled.startswith("rollback: Rolled back to checkpoint ") and "(works)" in rolled
-        assert unknown.startswith("rollback: Error: no checkpoint") and len(unknown) < 1000
+        assert saved.startswith("checkpoint: Checkpoint ")
+        assert "(works) saved: 1 files" in saved
+        assert rolled.startswith("rollback: Rolled back to checkpoint ")
+        assert "(works)" in rolled
+        assert unknown.startswith("rollback: Error: no checkpoint")
+        assert len(unknown) < 1000
         assert read == "read_file:      1\tgood"
         assert "junk.txt" not in listed
         for snap in await backend.list_snapshots():
