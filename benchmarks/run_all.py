@@ -15,6 +15,8 @@ from types import ModuleType
 
 import anyio
 
+import bench_checkpoints
+import bench_disk
 import bench_exec
 import bench_glob
 import bench_grep
@@ -30,7 +32,9 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     bench_grep,
     bench_glob,
     bench_read,
+    bench_disk,
     bench_memory,
+    bench_checkpoints,
     bench_sync,
     bench_exec,
     bench_sessions,
