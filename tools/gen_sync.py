@@ -124,7 +124,7 @@ class _Imports:
             (self.runtime if runtime else self.typing).setdefault(origin, set()).add(name)
 
     def render(self) -> str:
-        lines = ["from typing import TYPE_CHECKING", ""]
+        lines = ["from typing import TYPE_CHECKING, Self", ""]
         lines.append("from agent_backends._portal import SyncProcess, SyncTwin")
         lines += self._statements(self.runtime, set(), "")
         lines += ["", "if TYPE_CHECKING:"]
@@ -160,6 +160,7 @@ def _twin(module_name: str, class_name: str, imports: _Imports) -> str:
             is_stream = isinstance(node.returns, ast.Name) and node.returns.id == "Process"
             twinned = {name for _, name in TWINS}
             view = node.returns.id if isinstance(node.returns, ast.Name) and node.returns.id in twinned else None
+            forked = isinstance(node.returns, ast.Name) and node.returns.id == "Self"
             public = not node.name.startswith("_") and node.name not in _SKIP
             if not public or not (is_property or is_stream or isinstance(node, ast.AsyncFunctionDef)):
                 continue
@@ -174,6 +175,8 @@ def _twin(module_name: str, class_name: str, imports: _Imports) -> str:
                 returns = " -> SyncProcess"
             elif view is not None:
                 returns = f" -> Sync{view}"
+            elif forked:
+                returns = " -> Self"
             doc = _docline(node)
             docstring = f'        """{doc}"""\n' if doc else ""
             if is_stream:
@@ -186,6 +189,11 @@ def _twin(module_name: str, class_name: str, imports: _Imports) -> str:
                     f"    def {node.name}({ast.unparse(node.args)}){returns}:\n{docstring}"
                     f"        return self._view(Sync{view}, self._async.{node.name}"
                     f"{', ' if _call_args(node.args) else ''}{_call_args(node.args)})\n"
+                )
+            elif forked:
+                members.append(
+                    f"    def {node.name}({ast.unparse(node.args)}){returns}:\n{docstring}"
+                    f"        return self._forked(self._async.{node.name})\n"
                 )
             elif is_property:
                 members.append(

@@ -244,6 +244,14 @@ class SyncTwin(Generic[_A]):
         _ensure_no_running_loop(f"{type(self).__name__}.open_process", f"{type(self._async).__name__}.open_process")
         return SyncProcess(self._loop, functools.partial(method, *args, **kwargs))
 
+    def _forked(self, method: Callable[[], Awaitable[_A]], /) -> Self:
+        """Call ``method`` (a ``fork``) here and give the new object a twin of its own, with its own loop thread:
+        the fork lives and closes independently of this twin."""
+        target = self._call(method)
+        twin = object.__new__(type(self))
+        twin._setup(lambda: target)
+        return twin
+
     def _view(self, twin: type[_T], method: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> _T:
         """Call ``method`` and wrap the async object it returns in ``twin``, sharing this twin's loop.
 

@@ -17,9 +17,10 @@ from pydantic_ai import Tool
 from pydantic_ai import exceptions as ai_exceptions
 
 from agent_backends._grep import clip_echo
+from agent_backends.backends._checkpoints import Checkpoints
 from agent_backends.backends.composite import CompositeBackend
 from agent_backends.console import can_execute
-from agent_backends.exceptions import AgentBackendsError
+from agent_backends.exceptions import AgentBackendsError, SnapshotError
 from agent_backends.process import OutputBuffer, OutputChunk, Process, collect
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 from agent_backends.types import ExecuteResponse, GrepMatches
@@ -216,6 +217,43 @@ async def _execute_streaming(
         return await collect(process, timeout=limit, max_chars=max_chars, on_text=on_output)
 
 
+async def checkpoint(env: ToolEnv, label: str | None = None) -> str:
+    """Save a checkpoint of every file, to go back to later with rollback. label is a short note to recognize it."""
+
+    async def run() -> str:
+        snap = await _checkpoints(env.backend).snapshot(label[:200] if label else None)
+        note = f" ({snap.label})" if snap.label else ""
+        return f"Checkpoint {snap.id}{note} saved: {snap.files:,} files, {snap.size:,} bytes"
+
+    return await _as_text(run, env.max_output_chars)
+
+
+async def rollback(env: ToolEnv, checkpoint_id: str | None = None) -> str:
+    """Put every file back as it was at a checkpoint (default: the latest). Changes made since are undone and
+    files created since are removed; running processes are not affected."""
+
+    async def run() -> str:
+        backend = _checkpoints(env.backend)
+        saved = await backend.list_snapshots()
+        if not saved:
+            return "Error: there is no checkpoint to roll back to; save one with checkpoint first"
+        target = saved[-1] if checkpoint_id is None else next((s for s in saved if s.id == checkpoint_id), None)
+        if target is None:
+            known = ", ".join(f"{s.id} ({s.label})" if s.label else s.id for s in saved[-10:])
+            return f"Error: no checkpoint {clip_echo(checkpoint_id or '')}; the latest are: {known}"
+        await backend.restore(target)
+        note = f" ({target.label})" if target.label else ""
+        return f"Rolled back to checkpoint {target.id}{note}, saved at {target.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+    return await _as_text(run, env.max_output_chars)
+
+
+def _checkpoints(backend: BackendProtocol) -> Checkpoints:
+    if not isinstance(backend, Checkpoints):
+        raise SnapshotError(f"{type(backend).__name__} cannot take checkpoints")
+    return backend
+
+
 # --- the list both front ends are built from ----------------------------------------------------------------------
 
 
@@ -269,3 +307,5 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("execute", execute, needs_execute=True),
 )
 TOOL_NAMES = tuple(spec.name for spec in TOOLS)
+# Offered with ``create_console_toolset(checkpoints=True)``.
+CHECKPOINT_TOOLS: tuple[ToolSpec, ...] = (ToolSpec("checkpoint", checkpoint), ToolSpec("rollback", rollback))

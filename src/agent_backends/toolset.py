@@ -20,7 +20,7 @@ from typing import Any
 from pydantic_ai import FunctionToolset, RunContext, Tool
 from pydantic_ai.tools import ToolDefinition
 
-from agent_backends._tools import TOOL_NAMES, TOOLS, ToolEnv, ToolSpec
+from agent_backends._tools import CHECKPOINT_TOOLS, TOOLS, ToolEnv, ToolSpec
 from agent_backends.console import ConsoleDeps, can_execute
 
 __all__ = ("create_console_toolset",)
@@ -53,6 +53,7 @@ def create_console_toolset(
     include_execute: bool = True,
     max_output_chars: int = 30_000,
     command_timeout: float | None = None,
+    checkpoints: bool = False,
     toolset_id: str = "console",
 ) -> FunctionToolset[ConsoleDeps]:
     """A pydantic-ai toolset with ``ls``, ``read_file``, ``write_file``, ``edit_file``, ``glob``, ``grep`` and
@@ -64,14 +65,17 @@ def create_console_toolset(
         include_execute: offer ``execute`` (still only when the backend can execute).
         max_output_chars: the most text any one tool returns (head and tail kept).
         command_timeout: seconds before ``execute`` kills a command (``None``: the backend's default).
+        checkpoints: also offer ``checkpoint`` (snapshot every file) and ``rollback`` (restore one).
         toolset_id: the toolset's id.
     """
+    specs = TOOLS + (CHECKPOINT_TOOLS if checkpoints else ())
+    names = [spec.name for spec in specs]
     approvals = dict(interrupt_on or {})
-    unknown = set(approvals) - set(TOOL_NAMES)
+    unknown = set(approvals) - set(names)
     if unknown:
-        raise ValueError(f"interrupt_on names unknown tools {sorted(unknown)}; the tools are {', '.join(TOOL_NAMES)}")
+        raise ValueError(f"interrupt_on names unknown tools {sorted(unknown)}; the tools are {', '.join(names)}")
     toolset: FunctionToolset[ConsoleDeps] = FunctionToolset(id=toolset_id)
-    for spec in TOOLS:
+    for spec in specs:
         if spec.needs_execute and not include_execute:
             continue
         toolset.add_tool(_tool(spec, approvals.get(spec.name, False), max_output_chars, command_timeout))

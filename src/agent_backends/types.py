@@ -20,6 +20,7 @@ __all__ = (
     "FileTransfer",
     "GrepMatch",
     "GrepMatches",
+    "Snapshot",
     "WriteResult",
 )
 
@@ -160,3 +161,24 @@ class ExecuteResponse(_Frozen):
 
     def __bool__(self) -> bool:
         return self.exit_code == 0
+
+
+SnapshotKind = Literal["memory", "disk", "container", "composite"]
+
+
+class Snapshot(_Frozen):
+    """A checkpoint of a backend's files, from ``snapshot()``: restore it with ``restore()`` on the same backend.
+
+    ``files`` and ``size`` describe what it holds (regular files, their bytes); ``stored`` is the space it takes
+    of its own (disk or image bytes not shared with an earlier snapshot; ``0`` for structural sharing in memory).
+    """
+
+    id: str
+    backend_id: str
+    kind: SnapshotKind
+    created_at: datetime = Field(default_factory=_now)
+    files: int = 0
+    size: int = 0
+    stored: int = 0
+    label: str | None = None
+    parts: tuple[Snapshot, ...] = ()  # a composite's: one per routed backend
