@@ -323,12 +323,14 @@ class DiskRoot:
             os.close(fd)
             raise
 
-    def walk_files(self, base: str, max_depth: int | None) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """Every non-directory entry under ``base`` as (path relative to ``base``, entry), links not descended.
+    def walk_files(self, base: str, max_depth: int | None) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+        """Every directory under ``base`` (``base`` first) as (its path relative to ``base`` with a trailing ``/``,
+        ``""`` for ``base`` itself; its entries, directories among them), links not descended. One item per
+        directory, not per file, so the caller's loop over a directory's entries is its own tight loop.
 
         Each directory is opened relative to its parent; a parent's descriptor stays open only while its entries
-        are consumed (their ``stat()`` needs it) or children of it wait to be opened, so open descriptors grow
-        with depth, not with the size of the tree.
+        are consumed (their ``stat()`` needs it: until the next item is asked for) or children of it wait to be
+        opened, so open descriptors grow with depth, not with the size of the tree.
         """
         try:
             _, entries, fd = self.scandir(base)
@@ -342,9 +344,7 @@ class DiskRoot:
                 if directory is not None:
                     self._push(stack, directory, entries, prefix, depth, max_depth)
                     try:
-                        for entry in entries:
-                            if not entry.is_dir(follow_symlinks=False):
-                                yield prefix + entry.name, entry
+                        yield prefix, entries
                     finally:
                         directory.release()
                 if not stack:

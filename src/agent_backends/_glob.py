@@ -115,6 +115,7 @@ class GlobMatcher:
     recursive: bool
     depth: int
     name_only: re.Pattern[str] | None = None  # for ``**/<name glob>``: matching the base name is enough
+    suffix: str | None = None  # for ``**/*<literal>`` (``**/*.py``): a name matches when it ends with this
 
     def match(self, relative: str) -> bool:
         return self.regex.fullmatch(relative) is not None
@@ -148,7 +149,10 @@ def compile_glob(pattern: str, path: str = "/") -> GlobMatcher:
     recursive = "**" in rest
     tail = rest.removeprefix("**/")
     name_only = re.compile(_translate(tail), re.DOTALL) if tail != rest and "/" not in tail else None
-    return GlobMatcher(base, rest, re.compile(_translate(rest), re.DOTALL), recursive, len(segments), name_only)
+    # ``*`` matches any run of a name (a leading dot too; names hold no ``/``), so ``*<literal>`` is a suffix test.
+    suffix = tail[1:] if name_only is not None and tail[:1] == "*" and tail[1:] and _is_literal(tail[1:]) else None
+    regex = re.compile(_translate(rest), re.DOTALL)
+    return GlobMatcher(base, rest, regex, recursive, len(segments), name_only, suffix)
 
 
 def _filter_parts(glob: str) -> tuple[bool, bool, str]:

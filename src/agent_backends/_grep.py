@@ -385,16 +385,17 @@ def _search_text(
     position = 0  # where the search goes on: a line start
     while position <= size:
         for match in whole.finditer(text, position):
-            at = match.start()
+            at, stop = match.span()
             if at < position:
                 continue  # another match on a line already taken
-            if at > end:
-                index = bisect_left(ends, at, index + 1)
-                start, end, name = starts[index], ends[index], names[index]
-                number, counted = 1, start
-            if at == end and (at == start or text[at - 1] == "\n"):
-                position = end + 1  # past the text's last line: a final newline does not start another
-                continue
+            if at >= end:
+                if at > end:
+                    index = bisect_left(ends, at, index + 1)
+                    start, end, name = starts[index], ends[index], names[index]
+                    number, counted = 1, start
+                if at == end and (at == start or text[at - 1] == "\n"):
+                    position = end + 1  # past the text's last line: a final newline does not start another
+                    continue
             line_start = rfind("\n", start, at) + 1 or start
             number += count("\n", counted, line_start)
             counted = line_start
@@ -405,7 +406,7 @@ def _search_text(
             if crlf and text[line_end - 1 : line_end] == "\r" and line_end > line_start:
                 line_end -= 1  # the \r before the line break is not part of the line
             line = text[line_start:line_end]
-            if match.end() <= line_end:
+            if stop <= line_end:
                 append((name, number, line))
             else:
                 if check(line) is not None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TypeVar, cast
 
 import anyio.to_thread
+from pydantic import TypeAdapter
 
 from agent_backends import _paths, _text
 from agent_backends._fsroot import DiskRoot, special_kind
@@ -31,6 +32,9 @@ from agent_backends.types import EditResult, FileData, FileInfo, GrepMatches, Sp
 __all__ = ("FilesystemBackend",)
 
 _T = TypeVar("_T")
+# A list of regular files' infos in one validation call: about 1 µs a model in pydantic-core, against 2 µs for
+# ``FileInfo(...)`` one by one and 4 µs for ``model_construct``.
+_FILE_INFOS = TypeAdapter(list[FileInfo])
 
 
 def _info(path: str, st: os.stat_result) -> FileInfo:
@@ -41,7 +45,7 @@ def _info(path: str, st: os.stat_result) -> FileInfo:
         is_dir=is_dir,
         size=None if is_dir else st.st_size,
         modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
-        special=cast(SpecialKind | None, special_kind(st.st_mode)),
+        special=cast("SpecialKind | None", special_kind(st.st_mode)),
     )
 
 
@@ -144,29 +148,43 @@ class FilesystemBackend(StorageBackend):
 
     @staticmethod
     def _glob_sync(disk: DiskRoot, matcher: GlobMatcher) -> list[FileInfo]:
-        found: list[FileInfo] = []
-        name_only = matcher.name_only
-        for relative, entry in disk.walk_files(matcher.base, None if matcher.recursive else matcher.depth):
-            if name_only is not None:
-                if name_only.fullmatch(entry.name) is None:
-                    continue
-            elif not matcher.match(relative):
-                continue
-            path = _paths.join(matcher.base, relative)
-            try:
-                if entry.is_symlink():
-                    target = disk.stat(path)
-                    if target is None or not stat.S_ISREG(target[1].st_mode):
+        # A tight loop over each directory's entries, the models built at the end in one validation call.
+        found: list[dict[str, object]] = []
+        append, timestamp, utc = found.append, datetime.fromtimestamp, UTC
+        is_regular, is_link = stat.S_ISREG, stat.S_ISLNK
+        name_only, suffix, match = matcher.name_only, matcher.suffix, matcher.regex.fullmatch
+        head = matcher.base if matcher.base == "/" else matcher.base + "/"
+        for prefix, entries in disk.walk_files(matcher.base, None if matcher.recursive else matcher.depth):
+            directory = head + prefix
+            for entry in entries:
+                name = entry.name
+                if suffix is not None:
+                    if not name.endswith(suffix):
                         continue
-                    st = target[1]
-                else:
+                elif name_only is not None:
+                    if name_only.fullmatch(name) is None:
+                        continue
+                elif match(prefix + name) is None:
+                    continue
+                try:
                     st = entry.stat(follow_symlinks=False)
-                    if not stat.S_ISREG(st.st_mode):
-                        continue  # FIFOs, sockets and devices are not files to glob
-                found.append(_info(path, st))
-            except (PathError, OSError):
-                continue
-        return found
+                    if not is_regular(st.st_mode):
+                        if not is_link(st.st_mode) or (target := disk.stat(directory + name)) is None:
+                            continue  # directories, FIFOs, sockets and devices are not files to glob
+                        st = target[1]  # a link, followed only while it stays inside the root
+                        if not is_regular(st.st_mode):
+                            continue
+                except (PathError, OSError):
+                    continue  # a link that leaves the root, or an entry gone since the listing
+                append(
+                    {
+                        "path": directory + name,
+                        "name": name,
+                        "size": st.st_size,
+                        "modified_at": timestamp(st.st_mtime, utc),
+                    }
+                )
+        return _FILE_INFOS.validate_python(found)
 
     @staticmethod
     def _virtual_parent_problem(disk: DiskRoot, ancestors: list[str]) -> str | None:

@@ -41,6 +41,9 @@ class StateBackend(StorageBackend):
         # ``FileInfo`` of listed paths, made on first listing and dropped when the path changes: a listing of an
         # unchanged directory builds no models (they are frozen, so handing out the same one again is safe).
         self._infos: dict[str, FileInfo] = {}
+        # Each directory's children in sorted order, made on first use and dropped when its children change: a
+        # listing is then already sorted, and grep visits files near path order (its final sort has little to do).
+        self._sorted: dict[str, list[str]] = {}
         for path, content in (files or {}).items():
             data = content if isinstance(content, FileData) else None
             raw = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b""
@@ -64,6 +67,7 @@ class StateBackend(StorageBackend):
                 if parent in self._files:
                     raise not_a_dir(parent)
                 siblings = self._children.get(parent)
+                self._sorted.pop(parent, None)
                 if siblings is not None:
                     siblings.add(child)
                     break
@@ -79,6 +83,7 @@ class StateBackend(StorageBackend):
             parent = child.rsplit("/", 1)[0] or "/"
             siblings = self._children[parent]
             siblings.discard(child)
+            self._sorted.pop(parent, None)
             if siblings or parent == "/":
                 break
             del self._children[parent]
@@ -103,7 +108,14 @@ class StateBackend(StorageBackend):
             self._infos[path] = info
         return info
 
+    def _sorted_children(self, directory: str) -> list[str]:
+        children = self._sorted.get(directory)
+        if children is None:
+            children = self._sorted[directory] = sorted(self._children[directory])
+        return children
+
     def _files_under(self, base: str) -> list[str]:
+        """The files below ``base`` (or ``base`` itself), sorted by path."""
         if base in self._files:
             return [base]
         if base not in self._children:
@@ -111,11 +123,12 @@ class StateBackend(StorageBackend):
         found: list[str] = []
         stack = [base]
         while stack:
-            for child in self._children[stack.pop()]:
+            for child in self._sorted_children(stack.pop()):
                 if child in self._files:
                     found.append(child)
                 else:
                     stack.append(child)
+        found.sort()  # already in order within each directory: little left to do
         return found
 
     # --- primitives ------------------------------------------------------------------------------------------
@@ -130,7 +143,7 @@ class StateBackend(StorageBackend):
         if children is None:
             raise not_a_dir(path) if path in self._files else not_found(path)
         infos, info = self._infos, self._info
-        return [infos.get(child) or info(child) for child in sorted(children)]
+        return [infos.get(child) or info(child) for child in self._sorted_children(path)]
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
         return _text.render_bytes(self._file(path).content, path=path, offset=offset, limit=limit)
