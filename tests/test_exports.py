@@ -16,7 +16,7 @@ EXPECTED = {
     "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
     "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "create_console_toolset",
     "get_console_system_prompt", "get_runtime", "remove_leftover_sandboxes", "InvalidArgumentError",
-    "SandboxGoneError", "SandboxUnavailableError", "SpecialFileError",
+    "SandboxGoneError", "SandboxUnavailableError", "SpecialFileError", "PathExistsError",
 }  # fmt: skip
 
 

@@ -262,15 +262,49 @@ async def test_cancelled_at_any_moment_of_its_start_a_command_leaves_nothing_run
     assert await survivors_in(runner, *sleepers) == []
 
 
-async def test_a_shell_that_exits_before_its_background_child_returns_and_the_child_is_killed(
+async def test_a_shell_that_exits_before_its_background_child_returns_after_a_short_drain_and_leaves_it_running(
     runner: Backend,
 ) -> None:
+    """The call returns once the command's own shell exits (the child holds the pipes: a drain of at most a few
+    seconds, the engine's in a container); what it started in the background keeps running."""
     sleeper = unique_sleep()
+    started = anyio.current_time()
     result = await runner.execute(f"{sh(sleeper)} & echo hi", timeout=120)
-    assert not result.timed_out  # it did not wait for the child
-    assert result.exit_code == 0
-    assert result.output == "hi\n"
+    assert anyio.current_time() - started < 8
+    assert (result.exit_code, result.output, result.timed_out) == (0, "hi\n", False)
+    assert await command_lines_with(runner, sleeper)
+    await runner.execute(_kill_command(sleeper), timeout=60)
     assert await survivors_in(runner, sleeper) == []
+
+
+async def test_a_timeout_kills_every_process_group_of_the_session_but_spares_a_new_session(runner: Backend) -> None:
+    """``set -m`` puts each job in a process group of its own, in the same session: all are killed. A process
+    that moved into a session of its own (``setsid``) is never killed."""
+    jobs, detached = [unique_sleep() for _ in range(2)], unique_sleep()
+    has_setsid = (await runner.execute("command -v setsid", timeout=60)).exit_code == 0
+    script = f"set -m; {sh(jobs[0])} & {sh(jobs[1])} & "
+    if has_setsid:
+        script += f"setsid {sh(detached)} </dev/null >/dev/null 2>&1 & "
+    result = await runner.execute(script + "sleep 600", timeout=2)
+    assert result.timed_out
+    assert await survivors_in(runner, *jobs) == []
+    if has_setsid:
+        assert await command_lines_with(runner, detached)
+        await runner.execute(_kill_command(detached), timeout=60)
+
+
+def _kill_command(argv: list[str]) -> str:
+    """A shell command that kills the processes whose command line is ``argv`` exactly."""
+    line = shlex.quote("|".join(argv) + "|")
+    return (
+        "for f in /proc/[0-9]*/cmdline; do "
+        f"[ \"$(tr '\\000' '|' < \"$f\" 2>/dev/null)\" = {line} ] || continue; "
+        'p=${f#/proc/}; kill -9 "${p%/cmdline}"; done; true'
+    )
+
+
+async def command_lines_with(backend: Backend, argv: list[str]) -> bool:
+    return argv in await command_lines(backend)
 
 
 async def test_output_beyond_the_cap_keeps_head_and_tail_in_bounded_memory(

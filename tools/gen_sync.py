@@ -36,6 +36,8 @@ TWINS: list[tuple[str, str]] = [
 ]
 # Lifecycle is the twin's own: its constructor starts and enters the object, close() leaves it.
 _SKIP = {"__aenter__", "__aexit__", "aclose", "start"}
+# pydantic-ai's workspace API is async by contract (its Workspace awaits it): the twins leave it out.
+_SKIP |= {"ref", "from_ref", "working_dir", "write_bytes", "stat", "list_dir", "make_dir", "remove", "realpath", "run"}
 _PLAIN = ""  # origin of a name bound by a plain ``import name``
 
 

@@ -12,6 +12,7 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     │   ├── PathIsDirectoryError ........ IsADirectoryError
     │   ├── PathPermissionError ......... PermissionError  (the operating system refused access)
     │   ├── PathNotDirectoryError ....... NotADirectoryError
+    │   ├── PathExistsError ............. FileExistsError  (a directory to make where a file is)
     │   └── SpecialFileError ............                  (a FIFO, socket or device: never opened)
     ├── InvalidArgumentError ............ ValueError       (a NUL in a command, a NaN timeout, a huge pattern)
     ├── SearchError
@@ -33,6 +34,9 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     BlockingCallInEventLoopError ........ RuntimeError     (a sync twin called from inside a running loop)
 
 Foreign errors (``OSError``, aiodocker's) are mapped where they enter the library, always ``raise ... from exc``.
+Through pydantic-ai's workspace API (``ctx.workspace``) a sandbox that is gone, unreachable or closed raises a
+subclass of its class here that is also ``pydantic_ai.workspaces.WorkspaceUnavailableError``, and a path failure with
+no more specific builtin (a symlink loop, a FIFO) one that is also an ``OSError``.
 Cancellation and ``KeyboardInterrupt`` are never wrapped.
 """
 
@@ -45,6 +49,7 @@ __all__ = (
     "InvalidPathError",
     "PathError",
     "PathEscapeError",
+    "PathExistsError",
     "PathIsDirectoryError",
     "PathNotDirectoryError",
     "PathNotFoundError",
@@ -99,6 +104,10 @@ class PathIsDirectoryError(PathError, IsADirectoryError):
 
 class PathNotDirectoryError(PathError, NotADirectoryError):
     """A directory was needed but the path is a file."""
+
+
+class PathExistsError(PathError, FileExistsError):
+    """Something that is not a directory is where a directory was to be made."""
 
 
 class PathPermissionError(PathError, PermissionError):
@@ -157,7 +166,8 @@ class EngineUnavailableError(SandboxUnavailableError):
 
 class SandboxGoneError(SandboxUnavailableError):
     """The sandbox's container was removed or stopped (from outside, or a ``ref=`` to one that is gone), also while
-    a command ran in it; it is never silently restarted or replaced."""
+    a command ran in it; it is never silently restarted or replaced. (Also a ``LocalBackend`` or ``FilesystemBackend``
+    attached by a workspace ref whose directory is gone.)"""
 
 
 class UnknownRuntimeError(SandboxError, LookupError):

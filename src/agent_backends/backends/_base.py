@@ -20,6 +20,7 @@ import anyio.to_thread
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_glob
 from agent_backends._grep import DEFAULT_MAX_MATCHES
+from agent_backends.backends._workspace import WorkspaceFiles, boundary
 from agent_backends.exceptions import (
     InvalidPathError,
     PathError,
@@ -96,8 +97,9 @@ class BatchTransfers(ABC):
         return results
 
 
-class StorageBackend(BatchTransfers):
-    """Implements ``BackendProtocol`` on top of a few storage primitives."""
+class StorageBackend(WorkspaceFiles, BatchTransfers):
+    """Implements ``BackendProtocol`` on top of a few storage primitives, and pydantic-ai's ``WorkspaceBackend``
+    with ``SupportsFilesystem`` and ``SupportsRealpath`` on the same primitives (``WorkspaceFiles``)."""
 
     _cwd: str = "/"
     # Whether concurrent edits of one path must be serialized: true when the primitives can yield mid-edit.
@@ -187,7 +189,9 @@ class StorageBackend(BatchTransfers):
 
     async def read_bytes(self, path: str) -> bytes:
         """A file's raw content; raises ``PathNotFoundError`` and friends."""
-        return await self._read_bytes(self._path(path))
+        with boundary():
+            await self._ws_enter()
+            return await self._read_bytes(self._path(path))
 
     async def write(self, path: str, content: str | bytes) -> WriteResult:
         """Create or replace a file (parents created; atomic on disk). ``str`` is written as UTF-8."""
@@ -245,7 +249,9 @@ class StorageBackend(BatchTransfers):
 
     async def exists(self, path: str) -> bool:
         """Whether a file or directory exists at ``path``."""
-        return await self._stat(self._path(path)) is not None
+        with boundary():
+            await self._ws_enter()
+            return await self._stat(self._path(path)) is not None
 
     async def delete(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file, a symlink itself (never its target), or a directory and everything under it when

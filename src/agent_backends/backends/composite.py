@@ -18,6 +18,7 @@ from agent_backends import _paths
 from agent_backends._glob import compile_glob, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends.backends._base import BatchTransfers
+from agent_backends.backends._workspace import CompositeWorkspace
 from agent_backends.exceptions import ExecutionNotSupportedError, PathError, PathNotFoundError
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 from agent_backends.types import (
@@ -47,7 +48,7 @@ def _inner(backend: BackendProtocol, path: str) -> str:
     return moved
 
 
-class CompositeBackend(BatchTransfers):
+class CompositeBackend(CompositeWorkspace, BatchTransfers):
     """Route each path to a backend by prefix; unmatched paths go to ``default``.
 
     Args:
@@ -73,6 +74,7 @@ class CompositeBackend(BatchTransfers):
         self._by_length = sorted(self.routes, key=len, reverse=True)
         self.max_grep_matches = max_grep_matches
         self._closed = False
+        self._ws_enable_commands()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 

@@ -10,10 +10,12 @@ fallback of ``BaseSandbox``). With ``read_only=True`` the root filesystem is rea
 files move through commands (the archive API cannot see a tmpfs).
 
 The Engine API cannot kill an exec'd process, so every command runs under a small wrapper: ``setsid`` puts it in a
-process group whose leader carries a random token in its command line, and a kill is a second exec that finds the
-token under ``/proc`` and kills that group. Nothing is written in the container, so kills work in scratch images and
-on read-only root filesystems. When the command's shell exits, the wrapper kills what it left behind, as
-``LocalBackend`` does.
+session whose leader carries a random token in its command line, and a kill is a second exec that finds the token
+under ``/proc`` and kills every process of that session (each of its process groups; a process that moved into a
+session of its own is spared). Nothing is written in the container, so kills work in scratch images and on read-only
+root filesystems. When the command's shell exits by itself, what it left running is left alone, as on the host; the
+engine ends the exec's output a moment later even if such a process holds it (Docker and gVisor after about 2 s,
+Podman at once).
 
 Background processes live in the container: a detached exec runs each one with its output appended to a file in a
 small tmpfs (``/run/agent-backends``), trimmed to head and tail when it grows, with its exit status beside it. Any
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     import aiodocker
     from aiodocker.containers import DockerContainer
     from aiodocker.execs import Exec
+    from pydantic_ai.workspaces import WorkspaceRef
 
 __all__ = ("SANDBOX_LABEL", "STATE_DIR", "DockerSandbox", "remove_leftover_sandboxes")
 
@@ -88,19 +91,25 @@ _WATCH_SECONDS = 5.0  # a command silent this long: check that its container is 
 _LEADER = '/bin/sh -c "$1"; exit "$?"'
 # $1: the command, $2$3: the token (in two pieces, so only the leader's command line holds it whole), $4: non-empty
 # when ``stdin=`` bytes are fed, $5: the leader's script. The command gets its own session and this exec's stdin;
-# after it exits, whatever it left in its group is killed, and input it left unread is read to its end (while input
-# is pending, the engine keeps the exec attached long after the command is gone). Once the command has its stderr,
+# after it exits, what it left running is left alone, and input it left unread is read to its end (while input is
+# pending, the engine keeps the exec attached long after the command is gone). Once the command has its stderr,
 # the wrapper's own goes: dash reports a killed job ("Killed"), which is no output of the command's.
 _WRAPPER = (
     'exec 3<&0; setsid /bin/sh -c "$5" "$2$3" "$1" <&3 3<&- & pid=$!; exec 3<&- 2>/dev/null; '
-    'wait "$pid"; rc=$?; kill -9 "-$pid" 2>/dev/null; [ -z "$4" ] || cat >/dev/null; exit "$rc"'
+    'wait "$pid"; rc=$?; [ -z "$4" ] || cat >/dev/null; exit "$rc"'
 )
 # $1: a regular expression matching the token but not itself. Waits a moment for the leader to appear (a kill can
-# race the start), then kills the group of every process whose command line holds the token.
+# race the start), then kills every process of the session of each process whose command line holds the token (the
+# leader's), in rounds until none is left: ``/proc/PID/stat`` names each process's session after its command name.
 _KILLER = (
     "for i in 1 2 3 4 5 6 7 8 9 10; do "
     'found=$(grep -l -- "$1" /proc/[0-9]*/cmdline 2>/dev/null); [ -n "$found" ] && break; sleep 0.05; done; '
-    'for f in $found; do p=${f#/proc/}; p=${p%/cmdline}; kill -9 "-$p" 2>/dev/null; done; true'
+    "sids=; for f in $found; do p=${f#/proc/}; p=${p%/cmdline}; "
+    'read -r s < "/proc/$p/stat" 2>/dev/null && { set -- ${s##*) }; sids="$sids $4"; }; kill -9 "-$p" 2>/dev/null; '
+    'done; [ -n "$sids" ] || exit 0; r=0; while [ $r -lt 20 ]; do r=$((r + 1)); left=; '
+    'for f in /proc/[0-9]*/stat; do read -r s < "$f" 2>/dev/null || continue; set -- ${s##*) }; '
+    '[ "$1" = Z ] && continue; for sid in $sids; do [ "$4" = "$sid" ] || continue; q=${f#/proc/}; q=${q%/stat}; '
+    'kill -9 "-$3" "$q" 2>/dev/null; left=1; done; done; [ -n "$left" ] || break; done; true'
 )
 # A background process: $1 the command, $2 its directory, $3$4 the token, $5 the leader, $6 the trim threshold, $7
 # how much head and tail a trim keeps. Output goes to ``out`` (appended, so truncating it is safe); once past the
@@ -401,7 +410,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
             self.pids_limit = self.pids_limit if self.pids_limit is not None else self.runtime_config.pids_limit
         self.labels = {**(labels or {}), SANDBOX_LABEL: uuid.uuid4().hex}
         self.name = ref or f"agent-backends-{self.labels[SANDBOX_LABEL][:16]}"  # known before the engine answers
-        self.ref = ref
+        self._attach_ref = ref
         self.read_only = read_only
         self.auto_remove = auto_remove
         self.docker_url = docker_url
@@ -428,6 +437,28 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         Readable from construction on, also after ``stop()``; ``DockerSandbox(ref=sandbox.id)`` attaches to it.
         """
         return self.name
+
+    _ws_kind = "docker"
+    _ws_created = False
+
+    def _ws_id(self) -> str | None:
+        """The workspace ref's id: the container's name, once it exists (or from construction with ``ref=``)."""
+        return self.name if self._ws_created or self._attach_ref is not None else None
+
+    async def _ws_check(self) -> None:
+        """A sandbox stopped (by anyone holding it), also while a command ran, is a workspace that is gone."""
+        if self._closed:
+            raise SandboxNotStartedError(f"sandbox {self.id} was stopped")
+
+    @classmethod
+    def from_ref(cls, ref: WorkspaceRef, **options: Any) -> Self:
+        """A sandbox attached to the container a workspace ref names (``DockerSandbox(ref=ref.id, **options)``; give
+        ``docker_url=`` for Podman); it raises ``WorkspaceUnavailableError`` on first use if the container is gone."""
+        from agent_backends.backends._workspace import PROVIDER
+
+        if ref.provider != f"{PROVIDER}.{cls._ws_kind}":
+            raise ValueError(f"{ref.provider!r} is not a ref of {cls.__name__} ({PROVIDER}.{cls._ws_kind})")
+        return cls(ref=ref.id, **options)
 
     @property
     def container_id(self) -> str | None:
@@ -476,6 +507,8 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
 
     async def _still_there(self) -> bool:
         """Whether the container still runs; errors (an engine gone) count as yes, to be met by the next call."""
+        if self._closed:
+            return False  # stopped by someone holding it: its container is being removed
         try:
             await self._check_alive()
         except SandboxGoneError:
@@ -547,15 +580,15 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         container: DockerContainer | None = None
         try:
             docker = await self._client()
-            if self.ref is not None:
-                container = await self._attach(docker, self.ref)
+            if self._attach_ref is not None:
+                container = await self._attach(docker, self._attach_ref)
             else:
                 container = await self._create(docker)
             if self.user is not None:
                 ids = (await self._collect(container, ["/bin/sh", "-c", "id -u; id -g"])).split()
                 if len(ids) == 2 and all(n.isdigit() for n in ids):
                     self._owner = (int(ids[0]), int(ids[1]))
-                    if self.ref is None:
+                    if self._attach_ref is None:
                         await self._give_work_dir(container)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -586,6 +619,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                     ) from exc
                 raise
             self._container_id = container.id
+            self._ws_created = True  # the workspace ref exists from here on, whatever happens next
             await container.start()  # pyright: ignore[reportUnknownMemberType]
         assert container is not None
         return container
@@ -629,7 +663,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         if docker is None:
             return
         try:
-            if self.ref is None:
+            if self._attach_ref is None:
                 with (
                     contextlib.suppress(SandboxError),
                     self._errors("could not remove a half-made container"),
@@ -697,8 +731,8 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                 await self._start_lock.acquire()  # a start in progress finishes (or fails) first
             try:
                 container, self._container = self._container, None
-                if container is None and self.ref is not None and not was_closed:
-                    container = await self._find_ref(self.ref)  # detached, or never attached: it is still ours
+                if container is None and self._attach_ref is not None and not was_closed:
+                    container = await self._find_ref(self._attach_ref)  # detached, or never attached: it is still ours
                 docker, self._docker = self._docker, None
                 try:
                     if container is not None:
@@ -735,7 +769,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
         async with self._start_lock:
             self._container = None
             docker, self._docker = self._docker, None
-            self.ref = self.name
+            self._attach_ref = self.name
             if docker is not None:
                 await docker.close()
 

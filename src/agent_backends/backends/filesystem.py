@@ -25,6 +25,7 @@ from agent_backends._glob import GlobMatcher, split_file_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends._ripgrep import run_rg
 from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_a_dir, not_found
+from agent_backends.backends._workspace import DiskWorkspace
 from agent_backends.backends.state import StateBackend
 from agent_backends.exceptions import PathError, PathNotDirectoryError, PathNotFoundError, SpecialFileError
 from agent_backends.types import EditResult, FileData, FileInfo, GrepMatches, SpecialKind
@@ -49,7 +50,7 @@ def _info(path: str, st: os.stat_result) -> FileInfo:
     )
 
 
-class FilesystemBackend(StorageBackend):
+class FilesystemBackend(DiskWorkspace, StorageBackend):
     """Real files under ``root_dir`` (created on first use if missing); nothing outside it is read or written.
 
     Args:

@@ -1,13 +1,17 @@
 """``LocalBackend``: a ``FilesystemBackend`` that also runs shell commands on the host, in its root directory.
 
-Each command runs as ``/bin/sh -c COMMAND`` in a new session (its own process group). When the shell exits, or on a
-timeout, kill or cancellation, the whole group is killed, so nothing it started keeps running. This isolates
-nothing: the commands run as you, with your environment; use ``DockerSandbox`` for untrusted code.
+Each command runs as ``/bin/sh -c COMMAND`` in a new session. On a timeout, a kill or a cancellation every process of
+that session is killed, whatever process group it is in (``set -m`` jobs too); a process that moved into a session
+of its own (``setsid``, a daemon) is never killed. When the shell exits by itself, what it left running in the
+background is left alone, and its output is read for ``DRAIN_SECONDS`` more at most, so a child holding the pipes
+open does not hold up the call. This isolates nothing: the commands run as you, with your environment; use
+``DockerSandbox`` for untrusted code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -20,8 +24,9 @@ import anyio.to_thread
 
 from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
+from agent_backends.backends._workspace import DRAIN_SECONDS, WorkspaceCommands
 from agent_backends.backends.filesystem import FilesystemBackend
-from agent_backends.exceptions import ProcessError
+from agent_backends.exceptions import ProcessError, SandboxGoneError
 from agent_backends.process import ChannelProcess, OutputChunk, Process, StreamName, exit_status
 
 __all__ = ("LocalBackend",)
@@ -29,9 +34,48 @@ __all__ = ("LocalBackend",)
 _CLEANUP_SECONDS = 10.0
 
 
+_DRAIN_FLOOR = 0.05  # past the drain deadline, output already in the pipe is still read while it comes this fast
+_DRAIN_LIMIT = 10.0  # ... but never for longer than this after the deadline
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _session_members(sid: int) -> list[tuple[int, int]]:
+    """(pid, process group) of every live process in session ``sid``, from ``/proc`` (empty where there is none)."""
+    found: list[tuple[int, int]] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        # After the command name: state, ppid, pgrp, session.
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
+            found.append((int(name), int(fields[2])))
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """Kill every process of session ``sid`` (blocking: it reads ``/proc``), in every process group of it; a process
+    that left for a session of its own is not in it. Without ``/proc``, the session leader's group."""
+    _kill_group(sid)
+    for _ in range(50):  # what forks while it is killed is met in the next round
+        members = _session_members(sid)
+        if not members:
+            return
+        for pid, group in members:
+            _kill_group(group)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class _LocalProcess(ChannelProcess):
@@ -50,6 +94,8 @@ class _LocalProcess(ChannelProcess):
         self._argv = ["/bin/sh", "-c", command]
         self._workdir, self._env = workdir, env
         self._process: anyio.abc.Process | None = None
+        self._drain_until: float | None = None  # set when the shell exits
+        self._receiving: set[anyio.CancelScope] = set()
 
     @property
     def returncode(self) -> int | None:
@@ -91,25 +137,47 @@ class _LocalProcess(ChannelProcess):
         self._start_stdin(tasks)
         return self
 
-    @staticmethod
+    def _receive_deadline(self) -> float:
+        """How long the next read of a pipe may wait: for ever while the shell runs, then until the drain ends
+        (a read that finds output already waiting still gets it, up to ``_DRAIN_LIMIT`` past that)."""
+        if self._drain_until is None:
+            return math.inf
+        now = anyio.current_time()
+        if now > self._drain_until + _DRAIN_LIMIT:
+            return now
+        return max(self._drain_until, now + _DRAIN_FLOOR)
+
     async def _pump(
-        stream: anyio.abc.ByteReceiveStream, name: StreamName, send: anyio.abc.ObjectSendStream[OutputChunk]
+        self, stream: anyio.abc.ByteReceiveStream, name: StreamName, send: anyio.abc.ObjectSendStream[OutputChunk]
     ) -> None:
         async with send:
-            async for data in stream:
+            while True:
+                data = b""
+                with anyio.CancelScope(deadline=self._receive_deadline()) as scope:
+                    self._receiving.add(scope)
+                    try:
+                        data = await stream.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        return
+                    finally:
+                        self._receiving.discard(scope)
+                if scope.cancelled_caught:
+                    return  # drained: what still holds the pipe was left running by the command, not the command
                 await send.send(OutputChunk(name, data))
 
-    @staticmethod
-    async def _reap(process: anyio.abc.Process) -> None:
-        """When the shell exits, kill what it left in its group so its pipes close and nothing lingers."""
+    async def _reap(self, process: anyio.abc.Process) -> None:
+        """When the shell exits, read its pipes for ``DRAIN_SECONDS`` at most: a child it left may hold them."""
         await process.wait()
-        _kill_group(process.pid)
+        self._drain_until = anyio.current_time() + DRAIN_SECONDS
+        for scope in list(self._receiving):
+            scope.deadline = min(scope.deadline, self._receive_deadline())
 
     async def _stop(self, tasks: anyio.abc.TaskGroup) -> None:
-        """Kill the group, reap the shell, and stop pumping (a reader may have stopped reading)."""
+        """Kill the session if the shell still runs, reap the shell, and stop pumping (a reader may have left)."""
         assert self._process is not None
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
-            _kill_group(self._process.pid)
+            if self._process.returncode is None:
+                await anyio.to_thread.run_sync(kill_session, self._process.pid)
             await self._process.wait()
         tasks.cancel_scope.cancel()
 
@@ -137,14 +205,15 @@ class _LocalProcess(ChannelProcess):
 
     async def kill(self) -> None:
         assert self._process is not None
-        _kill_group(self._process.pid)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(kill_session, self._process.pid)
 
     async def wait(self) -> int | None:
         assert self._process is not None
         return exit_status(await self._process.wait())
 
 
-class LocalBackend(ExecutionMixin, FilesystemBackend):
+class LocalBackend(WorkspaceCommands, ExecutionMixin, FilesystemBackend):
     """Files under ``root_dir`` plus shell execution on the host, with ``root_dir`` as the working directory.
 
     Its paths are the host's, so the file tools and the shell share one namespace: a path that ``write`` took or
@@ -174,6 +243,13 @@ class LocalBackend(ExecutionMixin, FilesystemBackend):
         self.env = dict(env or {})
         self.default_timeout = default_timeout
         self.max_output_chars = max_output_chars
+
+    _ws_kind = "local"
+
+    async def _ws_after_run(self) -> None:
+        """A command that ends because its directory was removed ends in a workspace that is gone."""
+        if not await anyio.to_thread.run_sync(os.path.isdir, self.root_dir):
+            raise SandboxGoneError(f"the directory {self.root_dir} of this backend is gone")
 
     @property
     def id(self) -> str:

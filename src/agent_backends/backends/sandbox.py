@@ -32,6 +32,7 @@ from agent_backends._grep import (
 )
 from agent_backends._ripgrep import RipgrepJson, pattern_input, rg_arguments, rg_error
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
+from agent_backends.backends._workspace import SandboxWorkspace, WorkspaceCommands
 from agent_backends.exceptions import PathError, PathNotDirectoryError, PathPermissionError
 from agent_backends.types import ExecuteResponse, FileInfo, GrepMatches
 
@@ -84,7 +85,7 @@ def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
     )
 
 
-class BaseSandbox(StorageBackend):
+class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
     """File operations for any sandbox that can run ``sh`` commands; subclass and supply ``execute`` and ``id``.
 
     Args:

@@ -1,7 +1,8 @@
 """``StateBackend``: files in a dict, for tests and scratch space. No I/O, no thread hops.
 
-Directories are implied by the files under them, as in an object store: an empty directory does not exist. A
-children index keeps listing and directory checks proportional to what they return, not to the whole store.
+Directories are implied by the files under them, as in an object store: an empty directory does not exist, unless
+the workspace API's ``make_dir`` made it (it then stays until removed). A children index keeps listing and directory
+checks proportional to what they return, not to the whole store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern_async, search_contents
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
+from agent_backends.exceptions import PathExistsError
 from agent_backends.types import FileData, FileInfo, GrepMatches
 
 __all__ = ("StateBackend",)
@@ -44,12 +46,14 @@ class StateBackend(StorageBackend):
         # Each directory's children in sorted order, made on first use and dropped when its children change: a
         # listing is then already sorted, and grep visits files near path order (its final sort has little to do).
         self._sorted: dict[str, list[str]] = {}
+        self._kept: set[str] = set()  # directories ``make_dir`` made: they stay when their last file goes
         for path, content in (files or {}).items():
             data = content if isinstance(content, FileData) else None
             raw = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b""
             self._put(self._path(path), data or FileData(content=raw))
 
     _serialize_edits = False
+    _ws_kind = "state"
 
     @property
     def files(self) -> Mapping[str, FileData]:
@@ -84,7 +88,7 @@ class StateBackend(StorageBackend):
             siblings = self._children[parent]
             siblings.discard(child)
             self._sorted.pop(parent, None)
-            if siblings or parent == "/":
+            if siblings or parent == "/" or parent in self._kept:
                 break
             del self._children[parent]
             self._infos.pop(parent, None)
@@ -169,6 +173,37 @@ class StateBackend(StorageBackend):
         for file in self._files_under(path):
             del self._files[file]
             self._unlink(file)
+        if self._kept:
+            gone = [kept for kept in self._kept if _paths.is_within(kept, path)]
+            self._kept.difference_update(gone)
+            for kept in sorted(gone, key=len, reverse=True):  # deepest first: each is empty by its turn
+                if kept in self._children and not self._children[kept]:
+                    del self._children[kept]
+                    self._sorted.pop(kept, None)
+                    self._unlink(kept)
+
+    async def _ws_make_dir(self, path: str) -> None:
+        """``mkdir -p``: the directory (and its parents) exist from now until removed, even while empty."""
+        if path in self._files:
+            raise PathExistsError(f"'{path}' exists and is not a directory", path)
+        parent = path
+        while parent != "/" and parent not in self._children:
+            parent = parent.rsplit("/", 1)[0] or "/"
+            if parent in self._files:
+                raise not_a_dir(parent)
+        if path not in self._children:
+            self._children[path] = set()
+            child, parent = path, path.rsplit("/", 1)[0] or "/"
+            while True:
+                siblings = self._children.get(parent)
+                self._sorted.pop(parent, None)
+                self._infos.pop(parent, None)
+                if siblings is not None:
+                    siblings.add(child)
+                    break
+                self._children[parent] = {child}
+                child, parent = parent, parent.rsplit("/", 1)[0] or "/"
+        self._kept.add(path)
 
     async def _glob(self, matcher: GlobMatcher) -> list[FileInfo]:
         return [
