@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,32 @@ import pytest
 
 from agent_backends import (
     CompositeBackend,
+    DockerSandbox,
     FilesystemBackend,
     SnapshotError,
     SnapshotNotFoundError,
     StateBackend,
 )
-from tests.conftest import Factory, Threaded
+from agent_backends.exceptions import SandboxUnavailableError
+from tests.conftest import LABELS, PODMAN_URL, PYTHON_IMAGE, Factory, Threaded, require_docker
 
 pytestmark = pytest.mark.anyio
 
-SNAPSHOT_KINDS = ["state", "filesystem", "filesystem-virtual", "composite", "local", "sync-state", "sync-local"]
+SNAPSHOT_KINDS = [
+    "state",
+    "filesystem",
+    "filesystem-virtual",
+    "composite",
+    "local",
+    "sync-state",
+    "sync-local",
+    "docker",
+    "docker-busybox",
+    "docker-readonly",  # read-only root, tmpfs work dir: the work dir's files go into the snapshot's image
+    "podman",
+    "gvisor",
+    "sync-docker",
+]
 DISK_KINDS = {"filesystem", "local", "sync-local"}
 
 
@@ -282,3 +299,52 @@ async def test_a_model_checkpoints_and_rolls_back_through_the_toolset(tmp_path: 
         for snap in await backend.list_snapshots():
             await backend.delete_snapshot(snap)
     assert "checkpoint" not in [t.name for t in create_console_toolset().tools.values()]
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman", "gvisor"])
+async def test_a_container_snapshot_holds_the_mounted_work_dir_and_a_gone_sandbox_says_so(
+    engine: str, tmp_path: Path
+) -> None:
+    require_docker(engine)
+    options: dict[str, Any] = {"podman": {"docker_url": PODMAN_URL}, "gvisor": {"runtime": "runsc"}}.get(engine, {})
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(mode=0o777)
+    sandbox = DockerSandbox(PYTHON_IMAGE, "/workspace", workspace_dir=workspace, labels=LABELS, **options)
+    try:
+        assert (await sandbox.write("kept.txt", "kept\n")).ok
+        result = await sandbox.execute("mkdir -p /opt/tool && echo system > /opt/tool/state && ln -s kept.txt link")
+        assert result.exit_code == 0, result
+        snap = await sandbox.snapshot("base")
+        assert snap.kind == "container"
+        assert snap.files >= 1
+        assert (await sandbox.write("kept.txt", "changed\n")).ok
+        assert (await sandbox.write("later.txt", "later\n")).ok
+        assert (await sandbox.execute("rm -rf /opt/tool link")).exit_code == 0
+        await sandbox.restore(snap)
+        assert (workspace / "kept.txt").read_text() == "kept\n"  # the host directory is put back too
+        assert not (workspace / "later.txt").exists()
+        assert (await sandbox.execute("cat /opt/tool/state; readlink link")).output == "system\nkept.txt\n"
+        fork = await sandbox.fork()
+        try:
+            assert await fork.read_bytes("kept.txt") == b"kept\n"  # the fork has the files, not the mount
+            assert (await fork.write("fork.txt", "fork\n")).ok
+            assert not (workspace / "fork.txt").exists()
+            assert fork.id != sandbox.id
+        finally:
+            await fork.aclose()
+        subprocess.run([*_docker_cli(engine), "rm", "-f", sandbox.id], capture_output=True, check=False)
+        with pytest.raises(SandboxUnavailableError):
+            await sandbox.snapshot()
+    finally:
+        await sandbox.aclose()
+    leftovers = subprocess.run(
+        [*_docker_cli(engine), "images", "-q", "--filter", f"label=agent-backends.snapshot-of={sandbox.id}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert leftovers == []  # the sandbox's snapshots went with it
+
+
+def _docker_cli(engine: str) -> list[str]:
+    return ["docker", "-H", PODMAN_URL] if engine == "podman" else ["docker"]

@@ -16,7 +16,8 @@ EXPECTED = {
     "SyncCompositeBackend", "SyncDockerSandbox", "SyncFilesystemBackend", "SyncLocalBackend", "SyncProcess",
     "SyncSessionManager", "SyncStateBackend", "UnknownRuntimeError", "WriteResult", "create_console_toolset",
     "get_console_system_prompt", "get_runtime", "remove_leftover_sandboxes", "InvalidArgumentError",
-    "SandboxGoneError", "SandboxUnavailableError", "SpecialFileError", "PathExistsError",
+    "SandboxGoneError", "SandboxUnavailableError", "SpecialFileError", "PathExistsError", "Snapshot", "SnapshotError",
+    "SnapshotNotFoundError",
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ checked by scanning ``/proc`` for exact command lines (on the host for ``LocalBa
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
@@ -558,3 +559,32 @@ async def test_local_timeout_kills_the_process_group(tmp_path: Path) -> None:
             break
         await anyio.sleep(0.1)
     assert members == []
+
+
+async def test_what_a_command_left_running_goes_when_the_backend_closes(tmp_path: Path) -> None:
+    """A background child outlives its command (the workspace contract), but not the backend; a process that moved
+    into a session of its own is never killed."""
+    left, detached = unique_sleep(), unique_sleep()
+    backend = LocalBackend(tmp_path)
+    try:
+        result = await backend.execute(f"{sh(left)} >/dev/null 2>&1 & setsid {sh(detached)} >/dev/null 2>&1 & echo ok")
+        assert result.output == "ok\n"
+        assert left in host_command_lines()  # still running after the command returned
+        await backend.aclose()
+        assert await survivors_on_host(left) == []
+        assert detached in host_command_lines()  # its own session: left alone
+    finally:
+        for pid in pids_running(detached):  # ours: stopped by its pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def pids_running(argv: list[str]) -> list[int]:
+    """The pids of host processes whose command line is exactly ``argv``."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if handle.read().decode(errors="replace").split("\0")[:-1] == argv:
+                    found.append(int(entry))
+    return found

@@ -59,6 +59,8 @@ from agent_backends.exceptions import (
     SearchError,
     SessionError,
     SessionLimitError,
+    SnapshotError,
+    SnapshotNotFoundError,
     SpecialFileError,
     UnknownRuntimeError,
 )
@@ -82,6 +84,7 @@ from agent_backends.types import (
     FileTransfer,
     GrepMatch,
     GrepMatches,
+    Snapshot,
     WriteResult,
 )
 
@@ -136,6 +139,9 @@ __all__ = (
     "SessionError",
     "SessionLimitError",
     "SessionManager",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotNotFoundError",
     "SpecialFileError",
     "StateBackend",
     "SyncCompositeBackend",

@@ -28,9 +28,11 @@ also inherits the builtin whose meaning it shares, so ``except FileNotFoundError
     │   │   └── SandboxGoneError                           (the container was removed or died)
     │   ├── UnknownRuntimeError ......... LookupError      (no runtime of that name; the message lists them)
     │   └── RuntimeBuildError                              (a runtime's image failed to build)
-    └── SessionError
-        ├── SessionLimitError                              (max_sessions reached)
-        └── InvalidUserIdError .......... ValueError       (a user id that is not a safe directory name)
+    ├── SessionError
+    │   ├── SessionLimitError                              (max_sessions reached)
+    │   └── InvalidUserIdError .......... ValueError       (a user id that is not a safe directory name)
+    └── SnapshotError                                      (a checkpoint could not be taken or put back)
+        └── SnapshotNotFoundError ....... LookupError      (no such snapshot here: deleted, or another backend's)
     BlockingCallInEventLoopError ........ RuntimeError     (a sync twin called from inside a running loop)
 
 Foreign errors (``OSError``, aiodocker's) are mapped where they enter the library, always ``raise ... from exc``.
@@ -71,6 +73,8 @@ __all__ = (
     "SandboxError",
     "SearchError",
     "SessionError",
+    "SnapshotError",
+    "SnapshotNotFoundError",
 )
 
 
@@ -192,3 +196,11 @@ class InvalidUserIdError(SessionError, ValueError):
 
 class BlockingCallInEventLoopError(AgentBackendsError, RuntimeError):
     """A blocking twin was called from a thread that runs an event loop; ``await`` the async method instead."""
+
+
+class SnapshotError(AgentBackendsError):
+    """A snapshot could not be taken, restored, forked from or deleted."""
+
+
+class SnapshotNotFoundError(SnapshotError, LookupError):
+    """No snapshot with that id belongs to this backend (deleted, or taken on another backend)."""

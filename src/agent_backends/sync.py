@@ -7,7 +7,7 @@ event-loop thread; see ``agent_backends._portal``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends._portal import SyncProcess, SyncTwin
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         FileInfo,
         FileTransfer,
         GrepMatches,
+        Snapshot,
         WriteResult,
     )
 
@@ -65,6 +66,26 @@ class SyncStateBackend(SyncTwin[StateBackend]):
     def files(self) -> Mapping[str, FileData]:
         """A read-only live view: backend path to ``FileData``."""
         return self._attr("files")
+
+    def fork(self) -> Self:
+        """A new, independent backend holding the same files (their bytes are shared, nothing is copied)."""
+        return self._forked(self._async.fork)
+
+    def snapshot(self, label: str | None = None) -> Snapshot:
+        """Checkpoint every file (contents, modes, symlinks, directories) and return what was taken."""
+        return self._call(self._async.snapshot, label)
+
+    def restore(self, snapshot: Snapshot | str) -> None:
+        """Put the files back exactly as ``snapshot`` holds them: changes undone, deletions undone, files created"""
+        return self._call(self._async.restore, snapshot)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """This backend's snapshots, oldest first."""
+        return self._call(self._async.list_snapshots)
+
+    def delete_snapshot(self, snapshot: Snapshot | str) -> None:
+        """Forget a snapshot and free what only it held."""
+        return self._call(self._async.delete_snapshot, snapshot)
 
     @property
     def root_path(self) -> str:
@@ -136,6 +157,26 @@ class SyncFilesystemBackend(SyncTwin[FilesystemBackend]):
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return self._attr("virtual_files")
 
+    def fork(self) -> Self:
+        """A new backend of the same kind on a copy of the current tree, in a new temporary directory that is"""
+        return self._forked(self._async.fork)
+
+    def snapshot(self, label: str | None = None) -> Snapshot:
+        """Checkpoint every file (contents, modes, symlinks, directories) and return what was taken."""
+        return self._call(self._async.snapshot, label)
+
+    def restore(self, snapshot: Snapshot | str) -> None:
+        """Put the files back exactly as ``snapshot`` holds them: changes undone, deletions undone, files created"""
+        return self._call(self._async.restore, snapshot)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """This backend's snapshots, oldest first."""
+        return self._call(self._async.list_snapshots)
+
+    def delete_snapshot(self, snapshot: Snapshot | str) -> None:
+        """Forget a snapshot and free what only it held."""
+        return self._call(self._async.delete_snapshot, snapshot)
+
     @property
     def root_path(self) -> str:
         """The path that names this backend's root in its own namespace: ``/``, except for ``LocalBackend``,"""
@@ -201,6 +242,10 @@ class SyncCompositeBackend(SyncTwin[CompositeBackend]):
     ) -> None:
         self._setup(lambda: CompositeBackend(default, routes, max_grep_matches=max_grep_matches))
 
+    def fork(self) -> Self:
+        """A composite of forks: every routed backend forked, routed the same way."""
+        return self._forked(self._async.fork)
+
     def ls_info(self, path: str = ".") -> list[FileInfo]:
         """List a directory; mount points of routes below it appear as directories."""
         return self._call(self._async.ls_info, path)
@@ -250,6 +295,22 @@ class SyncCompositeBackend(SyncTwin[CompositeBackend]):
     def download_files(self, paths: Sequence[str]) -> list[FileTransfer]:
         """Read each path's bytes; results in the same order, each with its content or its error."""
         return self._call(self._async.download_files, paths)
+
+    def snapshot(self, label: str | None = None) -> Snapshot:
+        """Checkpoint every file (contents, modes, symlinks, directories) and return what was taken."""
+        return self._call(self._async.snapshot, label)
+
+    def restore(self, snapshot: Snapshot | str) -> None:
+        """Put the files back exactly as ``snapshot`` holds them: changes undone, deletions undone, files created"""
+        return self._call(self._async.restore, snapshot)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """This backend's snapshots, oldest first."""
+        return self._call(self._async.list_snapshots)
+
+    def delete_snapshot(self, snapshot: Snapshot | str) -> None:
+        """Forget a snapshot and free what only it held."""
+        return self._call(self._async.delete_snapshot, snapshot)
 
 
 class SyncLocalBackend(SyncTwin[LocalBackend]):
@@ -328,6 +389,26 @@ class SyncLocalBackend(SyncTwin[LocalBackend]):
     def virtual_files(self) -> dict[str, FileData]:
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return self._attr("virtual_files")
+
+    def fork(self) -> Self:
+        """A new backend of the same kind on a copy of the current tree, in a new temporary directory that is"""
+        return self._forked(self._async.fork)
+
+    def snapshot(self, label: str | None = None) -> Snapshot:
+        """Checkpoint every file (contents, modes, symlinks, directories) and return what was taken."""
+        return self._call(self._async.snapshot, label)
+
+    def restore(self, snapshot: Snapshot | str) -> None:
+        """Put the files back exactly as ``snapshot`` holds them: changes undone, deletions undone, files created"""
+        return self._call(self._async.restore, snapshot)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """This backend's snapshots, oldest first."""
+        return self._call(self._async.list_snapshots)
+
+    def delete_snapshot(self, snapshot: Snapshot | str) -> None:
+        """Forget a snapshot and free what only it held."""
+        return self._call(self._async.delete_snapshot, snapshot)
 
     @property
     def root_path(self) -> str:
@@ -512,6 +593,26 @@ class SyncDockerSandbox(SyncTwin[DockerSandbox]):
     def kill_background(self, process_id: str) -> BackgroundProcess:
         """Kill a background process (and its children) and return its final state."""
         return self._call(self._async.kill_background, process_id)
+
+    def fork(self) -> Self:
+        """A new sandbox (a new container) from a copy of this one's whole filesystem, work dir included, with the"""
+        return self._forked(self._async.fork)
+
+    def snapshot(self, label: str | None = None) -> Snapshot:
+        """Checkpoint every file (contents, modes, symlinks, directories) and return what was taken."""
+        return self._call(self._async.snapshot, label)
+
+    def restore(self, snapshot: Snapshot | str) -> None:
+        """Put the files back exactly as ``snapshot`` holds them: changes undone, deletions undone, files created"""
+        return self._call(self._async.restore, snapshot)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """This backend's snapshots, oldest first."""
+        return self._call(self._async.list_snapshots)
+
+    def delete_snapshot(self, snapshot: Snapshot | str) -> None:
+        """Forget a snapshot and free what only it held."""
+        return self._call(self._async.delete_snapshot, snapshot)
 
     def execute(
         self,

@@ -20,6 +20,7 @@ import anyio.to_thread
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_glob
 from agent_backends._grep import DEFAULT_MAX_MATCHES
+from agent_backends.backends._checkpoints import Checkpoints
 from agent_backends.backends._workspace import WorkspaceFiles, boundary
 from agent_backends.exceptions import (
     InvalidPathError,
@@ -97,9 +98,8 @@ class BatchTransfers(ABC):
         return results
 
 
-class StorageBackend(WorkspaceFiles, BatchTransfers):
-    """Implements ``BackendProtocol`` on top of a few storage primitives, and pydantic-ai's ``WorkspaceBackend``
-    with ``SupportsFilesystem`` and ``SupportsRealpath`` on the same primitives (``WorkspaceFiles``)."""
+class StorageBackend(WorkspaceFiles, BatchTransfers, Checkpoints):
+    """Implements ``BackendProtocol`` on top of a few storage primitives (and checkpoints, where supplied)."""
 
     _cwd: str = "/"
     # Whether concurrent edits of one path must be serialized: true when the primitives can yield mid-edit.

@@ -18,8 +18,9 @@ from agent_backends import _paths
 from agent_backends._glob import compile_glob, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends.backends._base import BatchTransfers
+from agent_backends.backends._checkpoints import Checkpoints
 from agent_backends.backends._workspace import CompositeWorkspace
-from agent_backends.exceptions import ExecutionNotSupportedError, PathError, PathNotFoundError
+from agent_backends.exceptions import ExecutionNotSupportedError, PathError, PathNotFoundError, SnapshotError
 from agent_backends.protocol import BackendProtocol, SandboxProtocol
 from agent_backends.types import (
     EditResult,
@@ -27,6 +28,7 @@ from agent_backends.types import (
     FileInfo,
     GrepMatch,
     GrepMatches,
+    Snapshot,
     WriteResult,
 )
 
@@ -41,6 +43,13 @@ def _root(backend: BackendProtocol) -> str:
     return root if isinstance(root, str) else "/"
 
 
+def _checkpoints(backend: BackendProtocol) -> Checkpoints:
+    """A routed backend's checkpoint API, or a clear error for one without it."""
+    if not isinstance(backend, Checkpoints):
+        raise SnapshotError(f"{type(backend).__name__} cannot take snapshots, so the composite cannot either")
+    return backend
+
+
 def _inner(backend: BackendProtocol, path: str) -> str:
     """A path below a route, in the routed backend's own namespace."""
     moved = _paths.rebase(path, "/", _root(backend))
@@ -48,7 +57,7 @@ def _inner(backend: BackendProtocol, path: str) -> str:
     return moved
 
 
-class CompositeBackend(CompositeWorkspace, BatchTransfers):
+class CompositeBackend(CompositeWorkspace, BatchTransfers, Checkpoints):
     """Route each path to a backend by prefix; unmatched paths go to ``default``.
 
     Args:
@@ -75,6 +84,7 @@ class CompositeBackend(CompositeWorkspace, BatchTransfers):
         self.max_grep_matches = max_grep_matches
         self._closed = False
         self._ws_enable_commands()
+        self._taken: dict[str, Snapshot] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -151,6 +161,49 @@ class CompositeBackend(CompositeWorkspace, BatchTransfers):
             for index in range(len(calls)):
                 tg.start_soon(run, index)
         return results  # type: ignore[return-value]
+
+    # --- checkpoints: every routed backend at once -----------------------------------------------------------
+
+    async def _take(self, snapshot_id: str, label: str | None) -> Snapshot:
+        children = self._children()
+        parts = await self._gather([lambda child=child: _checkpoints(child).snapshot(label) for child in children])
+        snap = Snapshot(
+            id=snapshot_id,
+            backend_id=self._snapshot_owner,
+            kind="composite",
+            files=sum(part.files for part in parts),
+            size=sum(part.size for part in parts),
+            stored=sum(part.stored for part in parts),
+            label=label,
+            parts=tuple(parts),
+        )
+        self._taken[snapshot_id] = snap
+        return snap
+
+    async def _put_back(self, snapshot: Snapshot) -> None:
+        pairs = zip(self._children(), snapshot.parts, strict=True)
+        await self._gather([lambda c=child, p=part: _checkpoints(c).restore(p) for child, part in pairs])
+
+    async def _forget(self, snapshot: Snapshot) -> None:
+        children = self._children()
+        await self._gather(
+            [
+                lambda c=child, p=part: _checkpoints(c).delete_snapshot(p)
+                for child, part in zip(children, snapshot.parts, strict=True)
+            ]
+        )
+        del self._taken[snapshot.id]
+
+    async def _known(self) -> list[Snapshot]:
+        return list(self._taken.values())
+
+    async def fork(self) -> Self:
+        """A composite of forks: every routed backend forked, routed the same way."""
+        children = self._children()
+        forks = await self._gather([lambda child=child: _checkpoints(child).fork() for child in children])
+        by_id = {id(child): cast(BackendProtocol, fork) for child, fork in zip(children, forks, strict=True)}
+        routes = {prefix: by_id[id(backend)] for prefix, backend in self.routes.items()}
+        return type(self)(by_id[id(self.default)], routes, max_grep_matches=self.max_grep_matches)
 
     # --- the protocol ----------------------------------------------------------------------------------------
 

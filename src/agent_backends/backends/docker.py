@@ -49,6 +49,7 @@ from agent_backends._grep import DEFAULT_MAX_MATCHES
 from agent_backends._ripgrep import RipgrepJson
 from agent_backends.backends import _engine
 from agent_backends.backends._base import is_dir_error, not_found
+from agent_backends.backends._container_checkpoints import ContainerCheckpoints
 from agent_backends.backends._exec import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ExecutionMixin
 from agent_backends.backends.sandbox import BaseSandbox, CommandResult
 from agent_backends.exceptions import (
@@ -219,12 +220,26 @@ class _DockerProcess(ChannelProcess):
     async def __aenter__(self) -> Self:
         sandbox = self._sandbox
         try:
-            container = await sandbox._ready()  # pyright: ignore[reportPrivateUsage]
             piped = self._interactive or self._stdin is not None
-            with sandbox._errors("could not start a command"):  # pyright: ignore[reportPrivateUsage]
-                self._exec = await container.exec(self._argv, stdin=piped, stdout=True, stderr=True, **self._options)
-                stream = await _engine.start_exec(sandbox._host, self._exec.id)  # pyright: ignore[reportPrivateUsage]
-                self._stack.push_async_callback(stream.aclose)
+            stream: _engine.ExecStream | None = None
+            for attempt in range(3):
+                container = await sandbox._ready()  # pyright: ignore[reportPrivateUsage]
+                try:
+                    with sandbox._errors("could not start a command"):  # pyright: ignore[reportPrivateUsage]
+                        self._exec = await container.exec(
+                            self._argv, stdin=piped, stdout=True, stderr=True, **self._options
+                        )
+                        stream = await _engine.start_exec(sandbox._host, self._exec.id)  # pyright: ignore[reportPrivateUsage]
+                        self._stack.push_async_callback(stream.aclose)
+                    break
+                except SandboxError as exc:
+                    # A snapshot's commit paused the container between our look and the exec: wait for it. (An
+                    # exec made but refused its start never ran.)
+                    if "paused" not in str(exc).lower() or attempt == 2:
+                        raise
+                    self._exec = None
+                    await sandbox._commit_done()  # pyright: ignore[reportPrivateUsage]
+                    await anyio.sleep(0.1)
         except BaseException:
             # Cancelled (or failed) while the engine starts the exec: the command may run already, so kill it by
             # its token, and close what was opened.
@@ -236,6 +251,7 @@ class _DockerProcess(ChannelProcess):
             self._send.close()
             self._receive.close()
             raise
+        assert stream is not None
         self._stream = stream
         sandbox._active += 1  # pyright: ignore[reportPrivateUsage]
         self._counted = True
@@ -339,7 +355,7 @@ class _DockerProcess(ChannelProcess):
         return self._returncode
 
 
-class DockerSandbox(ExecutionMixin, BaseSandbox):
+class DockerSandbox(ContainerCheckpoints, ExecutionMixin, BaseSandbox):
     """A Docker (or Podman) container as a sandbox: files, streamed execution, background processes.
 
     Constructing one does no I/O: the first operation starts the container (``start()`` or ``async with`` start it
@@ -549,6 +565,7 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
 
     async def _ready(self) -> DockerContainer:
         """The running container, started (or attached, or resumed) on first use; one start for concurrent calls."""
+        await self._commit_done()
         container = self._container
         if container is not None and not self._paused:
             return container
@@ -747,10 +764,54 @@ class DockerSandbox(ExecutionMixin, BaseSandbox):
                                 await container.kill()  # pyright: ignore[reportUnknownMemberType]
                 finally:
                     if docker is not None:
+                        await self._release_owned_image(docker)
                         await docker.close()
             finally:
                 with contextlib.suppress(RuntimeError):  # not held: the wait above ran out
                     self._start_lock.release()
+
+    async def _swap_container(self, image: str) -> None:
+        """Replace the container by one started from ``image`` under the same name (a restore)."""
+        async with self._start_lock:
+            container = await self._ready_locked()
+            docker = await self._client()
+            config = {**self._container_config(), "Image": image}
+            with self._errors("could not replace the container"):
+                await container.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
+                self._container = None
+                replacement = await docker.containers.create(config, name=self.name)  # pyright: ignore[reportUnknownMemberType]
+                self._container, self._container_id = replacement, replacement.id
+                await replacement.start()  # pyright: ignore[reportUnknownMemberType]
+            await self._drop_forgotten(docker, everything=False)
+            self._jobs_started.clear()
+            self._touch()
+
+    async def _ready_locked(self) -> DockerContainer:
+        if self._container is None:
+            raise SandboxNotStartedError(f"sandbox {self.id} is not running")
+        return self._container
+
+    def _forked(self, image: str) -> Self:
+        work_mount = {host: inside for host, inside in self.volumes.items() if inside.split(":")[0] == self.work_dir}
+        return type(self)(
+            image,
+            self.work_dir,
+            env=self.env,
+            volumes={host: inside for host, inside in self.volumes.items() if host not in work_mount},
+            memory=self.memory,
+            cpus=self.cpus,
+            pids_limit=self.pids_limit,
+            network=self.network,
+            user=self.user,
+            runtime=self.runtime,
+            labels={k: v for k, v in self.labels.items() if k != SANDBOX_LABEL},
+            auto_remove=True,
+            docker_url=self.docker_url,
+            read_only=self.read_only,
+            default_timeout=self.default_timeout,
+            max_output_chars=self.max_output_chars,
+            max_grep_matches=self.max_grep_matches,
+        )
 
     async def _find_ref(self, ref: str) -> DockerContainer | None:
         """The running sandbox ``ref`` names, if there is one (for ``aclose`` of an object not attached to it)."""

@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import Self, TypeVar, cast
 
 import anyio.to_thread
 from pydantic import TypeAdapter
@@ -25,6 +25,7 @@ from agent_backends._glob import GlobMatcher, split_file_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector
 from agent_backends._ripgrep import run_rg
 from agent_backends.backends._base import StorageBackend, is_dir_error, map_os_error, not_a_dir, not_found
+from agent_backends.backends._disk_checkpoints import DiskCheckpoints
 from agent_backends.backends._workspace import DiskWorkspace
 from agent_backends.backends.state import StateBackend
 from agent_backends.exceptions import PathError, PathNotDirectoryError, PathNotFoundError, SpecialFileError
@@ -50,7 +51,7 @@ def _info(path: str, st: os.stat_result) -> FileInfo:
     )
 
 
-class FilesystemBackend(DiskWorkspace, StorageBackend):
+class FilesystemBackend(DiskWorkspace, DiskCheckpoints, StorageBackend):
     """Real files under ``root_dir`` (created on first use if missing); nothing outside it is read or written.
 
     Args:
@@ -84,6 +85,13 @@ class FilesystemBackend(DiskWorkspace, StorageBackend):
     def virtual_files(self) -> dict[str, FileData]:
         """The files written in virtual mode, path to ``FileData`` (a copy; empty when not virtual)."""
         return dict(self._overlay.files)
+
+    def _respawn(self, root_dir: str) -> Self:
+        return type(self)(root_dir, virtual_mode=self.virtual_mode, max_grep_matches=self.max_grep_matches)
+
+    async def aclose(self) -> None:
+        """Nothing to release, but a fork's own directory (removed); idempotent."""
+        await self._release_owned_dir()
 
     # --- the disk, always from a worker thread ----------------------------------------------------------------
 

@@ -43,9 +43,10 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _session_members(sid: int) -> list[tuple[int, int]]:
-    """(pid, process group) of every live process in session ``sid``, from ``/proc`` (empty where there is none)."""
-    found: list[tuple[int, int]] = []
+def _session_members(sid: int) -> list[tuple[int, int, int]]:
+    """(pid, process group, start time) of every live process in session ``sid``, from ``/proc`` (empty where there
+    is none)."""
+    found: list[tuple[int, int, int]] = []
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -58,10 +59,24 @@ def _session_members(sid: int) -> list[tuple[int, int]]:
                 fields = handle.read().rpartition(b")")[2].split()
         except OSError:
             continue  # exited meanwhile
-        # After the command name: state, ppid, pgrp, session.
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
-            found.append((int(name), int(fields[2])))
+        # After the command name: state, ppid, pgrp, session, ..., start time (the 20th).
+        if len(fields) > 19 and int(fields[3]) == sid and fields[0] != b"Z":
+            found.append((int(name), int(fields[2]), int(fields[19])))
     return found
+
+
+def _witnesses(sid: int) -> frozenset[tuple[int, int]]:
+    """(pid, start time) of what runs in session ``sid`` now: while one of them lives, ``sid`` is still that session
+    (an id in use is never given to another process), so killing it later cannot hit a stranger."""
+    return frozenset((pid, start) for pid, _, start in _session_members(sid))
+
+
+def kill_sessions_left(sessions: dict[int, frozenset[tuple[int, int]]]) -> None:
+    """Kill what commands left running in their sessions, where a witness shows the session is still theirs."""
+    for sid, witnesses in sessions.items():
+        alive = {(pid, start) for pid, _, start in _session_members(sid)}
+        if alive & witnesses:
+            kill_session(sid)
 
 
 def kill_session(sid: int) -> None:
@@ -72,7 +87,7 @@ def kill_session(sid: int) -> None:
         members = _session_members(sid)
         if not members:
             return
-        for pid, group in members:
+        for pid, group, _ in members:
             _kill_group(group)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -89,10 +104,12 @@ class _LocalProcess(ChannelProcess):
         env: dict[str, str],
         stdin: bytes | None,
         interactive: bool,
+        sessions: dict[int, frozenset[tuple[int, int]]],
     ) -> None:
         super().__init__(stdin=stdin, interactive=interactive)
         self._argv = ["/bin/sh", "-c", command]
         self._workdir, self._env = workdir, env
+        self._sessions = sessions  # the backend's: what its commands left running goes when it is closed
         self._process: anyio.abc.Process | None = None
         self._drain_until: float | None = None  # set when the shell exits
         self._receiving: set[anyio.CancelScope] = set()
@@ -169,6 +186,11 @@ class _LocalProcess(ChannelProcess):
         """When the shell exits, read its pipes for ``DRAIN_SECONDS`` at most: a child it left may hold them."""
         await process.wait()
         self._drain_until = anyio.current_time() + DRAIN_SECONDS
+        # The shell led a new session (its id is the shell's pid): remember what it left running there, so that
+        # closing the backend kills it.
+        left = await anyio.to_thread.run_sync(_witnesses, process.pid)
+        if left:
+            self._sessions[process.pid] = left
         for scope in list(self._receiving):
             scope.deadline = min(scope.deadline, self._receive_deadline())
 
@@ -241,6 +263,7 @@ class LocalBackend(WorkspaceCommands, ExecutionMixin, FilesystemBackend):
         self._root_path = self._cwd = self.root_dir
         self._aliases = ()
         self.env = dict(env or {})
+        self._sessions: dict[int, frozenset[tuple[int, int]]] = {}  # what commands left running, by session
         self.default_timeout = default_timeout
         self.max_output_chars = max_output_chars
 
@@ -260,8 +283,24 @@ class LocalBackend(WorkspaceCommands, ExecutionMixin, FilesystemBackend):
         return self  # nothing to start: commands run on demand, background processes under their own supervisor
 
     async def aclose(self) -> None:
-        """Kill background processes; idempotent, from any task. The backend stays usable afterwards."""
+        """Kill background processes and what commands left running in their sessions (a process that moved into a
+        session of its own is left alone), and remove a fork's own directory; idempotent, from any task. The backend
+        stays usable afterwards."""
         await self._stop_tasks()
+        sessions, self._sessions = dict(self._sessions), {}
+        if sessions:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(kill_sessions_left, sessions)
+        await super().aclose()
+
+    def _respawn(self, root_dir: str) -> Self:
+        return type(self)(
+            root_dir,
+            env=self.env,
+            default_timeout=self.default_timeout,
+            max_output_chars=self.max_output_chars,
+            max_grep_matches=self.max_grep_matches,
+        )
 
     def open_process(
         self,
@@ -282,4 +321,5 @@ class LocalBackend(WorkspaceCommands, ExecutionMixin, FilesystemBackend):
             env={**os.environ, **self.env, "PWD": path, **(env or {})},
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             interactive=interactive,
+            sessions=self._sessions,
         )

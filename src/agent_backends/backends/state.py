@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Self
 
 from agent_backends import _paths, _text
 from agent_backends._glob import GlobMatcher, compile_name_filter
 from agent_backends._grep import DEFAULT_MAX_MATCHES, MatchCollector, compile_pattern_async, search_contents
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
+from agent_backends.backends._memory_checkpoints import MemoryCheckpoints
 from agent_backends.exceptions import PathExistsError
 from agent_backends.types import FileData, FileInfo, GrepMatches
 
 __all__ = ("StateBackend",)
 
 
-class StateBackend(StorageBackend):
+class StateBackend(MemoryCheckpoints, StorageBackend):
     """In-memory storage: fast, isolated, gone when the process ends.
 
     Its primitives never yield to the event loop, so an edit is atomic without a lock.
@@ -77,8 +79,20 @@ class StateBackend(StorageBackend):
                     break
                 self._children[parent] = {child}
                 child, parent = parent, parent.rsplit("/", 1)[0] or "/"
+        if self._journal is not None:
+            self._journal.record(path, self._files.get(path), data)
         self._files[path] = data
         self._infos.pop(path, None)
+
+    def _remove_file(self, path: str) -> None:
+        if self._journal is not None:
+            self._journal.record(path, self._files[path], None)
+        del self._files[path]
+        self._unlink(path)
+
+    async def fork(self) -> Self:
+        """A new, independent backend holding the same files (their bytes are shared, nothing is copied)."""
+        return type(self)(dict(self._files), max_grep_matches=self.max_grep_matches)
 
     def _unlink(self, path: str) -> None:
         self._infos.pop(path, None)
@@ -163,16 +177,14 @@ class StateBackend(StorageBackend):
 
     async def _delete(self, path: str, recursive: bool) -> None:
         if path in self._files:
-            del self._files[path]
-            self._unlink(path)
+            self._remove_file(path)
             return
         if path not in self._children:
             raise not_found(path)
         if not recursive:
             raise is_dir_error(path)
         for file in self._files_under(path):
-            del self._files[file]
-            self._unlink(file)
+            self._remove_file(file)
         if self._kept:
             gone = [kept for kept in self._kept if _paths.is_within(kept, path)]
             self._kept.difference_update(gone)
