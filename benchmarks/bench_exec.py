@@ -6,7 +6,8 @@ exit code; ours also runs the command under its process-group wrapper (``sh -c``
 files = ``put_archive`` of a tar built in memory + ``get_archive``; ours also stats the path first (``HEAD``). Raw
 start = ``docker.containers.run`` (create + start) with the config the sandbox builds, on a client already connected;
 ours is a new ``DockerSandbox`` and its first operation's start (``start()``, which every first operation runs: a new
-client, create, start). Teardown is left out of the start timings (but done).
+client, create, start). Teardown is left out of the start timings (but done), except in the start + stop row:
+``start()`` then ``stop()`` against create + start + ``delete(force=True)``, the whole life on both sides.
 
 A 10 ms ticker runs during the concurrent execs; its worst lateness is split into the part the loop was busy on the
 CPU (our code, GC) and the rest (the process waiting for a CPU). Info rows: Python CPU per concurrent round, the peak
@@ -317,6 +318,33 @@ async def _start(docker: aiodocker.Docker, quick: bool) -> Result:
     return Result("first-operation start vs containers.run", ours_s, raw_s, Target.ratio(1.2), note=note)
 
 
+async def _start_stop(docker: aiodocker.Docker, quick: bool) -> Result:
+    """The whole life of a sandbox (issue 12): ``DockerSandbox(...).start()`` then ``stop()`` vs raw create + start
+    + delete (``containers.run`` then ``delete(force=True)``) with the same config, teardown included on both."""
+    config: dict[str, Any] = DockerSandbox(IMAGE, labels=LABELS)._container_config()  # pyright: ignore[reportPrivateUsage]
+
+    async def ours() -> float:
+        t0 = time.perf_counter()
+        sandbox = DockerSandbox(IMAGE, labels=LABELS)
+        try:
+            await sandbox.start()
+        finally:
+            await sandbox.stop()
+        return time.perf_counter() - t0
+
+    async def raw() -> float:
+        t0 = time.perf_counter()
+        container = await docker.containers.run(config)
+        with anyio.CancelScope(shield=True):
+            await container.delete(force=True)
+        return time.perf_counter() - t0
+
+    reps, budget = (3, 4.0) if quick else (11, 10.0)
+    ours_s, raw_s = await compare_async_samples(ours, raw, reps=reps, warmup=1, min_reps=3, budget=budget)
+    note = "ours: new client + create + start + remove; raw: create + start + delete(force) on a connected client"
+    return Result("start() + stop() vs create + start + delete", ours_s, raw_s, Target.ratio(1.2), note=note)
+
+
 async def remove_run_containers(docker: aiodocker.Docker) -> int:
     """Force-remove every container labelled with this run; how many there were.
 
@@ -356,6 +384,7 @@ async def _run(quick: bool) -> list[Result]:
             results.append(await _files(sandbox, container, quick))
             results.append(await _timeout_kill(sandbox, round_trip.raw, quick))
         results.append(await _start(docker, quick))
+        results.append(await _start_stop(docker, quick))
         failed = False
         return results
     finally:

@@ -14,7 +14,7 @@ import itertools
 import operator
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import TypeVar, cast
 
@@ -487,12 +487,19 @@ def _search_each_line(regex: re.Pattern[str], text: str) -> list[tuple[int, str]
     return found
 
 
+# A match whose line is not decoded yet: (path, line number, "", what ``decode`` turns into the line). Its sort key
+# is the same as a decoded match's, and it never compares its raw part with a decoded line's text (a 3-tuple ends
+# first), so both kinds sort together.
+Lazy = tuple[str, int, str, bytes]
+
+
 class MatchCollector:
     """Keeps the first ``cap`` matches in (path, line) order while counting all, in O(cap) memory."""
 
     def __init__(self, cap: int | None = DEFAULT_MAX_MATCHES) -> None:
         self._cap = cap
-        self._items: list[tuple[str, int, str]] = []
+        self._items: list[tuple[str, int, str] | Lazy] = []
+        self._decode: Callable[[list[bytes]], list[str | None]] | None = None
         self._cutoff: str | None = None  # no kept match has a path after this one (stale-high between compactions)
         self.total = 0
 
@@ -535,6 +542,29 @@ class MatchCollector:
         if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
             self._compact()
 
+    def extend_lazy(self, items: list[Lazy], decode: Callable[[list[bytes]], list[str | None]]) -> None:
+        """Add matches whose lines are decoded only if they are kept: ``(path, line_number, "", raw)``; ``decode``
+        turns a list of raws into their lines (``None``: not a match after all, dropped and not counted), called
+        once, in ``result``, on the kept ones."""
+        self._decode = decode
+        self.total += len(items)
+        self._items += items
+        if self._cap is not None and len(self._items) >= 2 * self._cap + 64:
+            self._compact()
+
+    def _decoded(self) -> list[tuple[str, int, str]]:
+        items = self._items
+        if self._decode is None:
+            return cast(list[tuple[str, int, str]], items)
+        lazy = [index for index, item in enumerate(items) if len(item) == 4]
+        lines = self._decode([cast(Lazy, items[index])[3] for index in lazy])
+        decoded = cast(list[tuple[str, int, str] | None], items.copy())
+        for index, line in zip(lazy, lines, strict=True):
+            path, number, *_ = items[index]
+            decoded[index] = None if line is None else (path, number, line)
+            self.total -= line is None
+        return [item for item in decoded if item is not None]
+
     def result(self) -> GrepMatches:
         self._items.sort()
         if self._cap is not None:
@@ -542,7 +572,7 @@ class MatchCollector:
         limit, clip = _text.MAX_LINE_CHARS, _text.clip_line
         # One validation call for the whole list: a model per match, built in pydantic-core (the cheapest way to a
         # validated model: about 0.7 µs each against 1.2 µs for ``GrepMatch(...)`` and 2.4 µs for model_construct).
-        items = self._items
+        items = self._decoded()
         if max(map(len, map(operator.itemgetter(2), items)), default=0) > limit:
             items = [(p, n, s if len(s) <= limit else clip(s)) for p, n, s in items]
         matches = _MATCH_LIST.validate_python([{"path": p, "line_number": n, "line": s} for p, n, s in items])

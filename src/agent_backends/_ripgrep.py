@@ -26,6 +26,7 @@ import anyio.abc
 import anyio.to_thread
 from pydantic_core import from_json
 
+from agent_backends._grep import Lazy as _Lazy
 from agent_backends._grep import MatchCollector, clip_echo, pattern_error_async
 from agent_backends.exceptions import RipgrepNotFoundError
 
@@ -83,14 +84,24 @@ class RipgrepJson:
 
     Lines past ``_MAX_JSON_LINE`` are dropped rather than buffered. Used for local ripgrep and for ripgrep running
     inside a sandbox alike.
+
+    ripgrep writes each file's records together (begin, matches, end), and a record's type opens its line: a
+    ``{"type":"end"`` or ``{"type":"begin"`` cannot occur inside one (JSON escapes every quote in a string), so the
+    parser finds them with ``bytes.find`` and handles a file's match lines as one stretch: only counted (``count``
+    in C) when they cannot be kept, else split. With a cap, a kept match is held as its raw record with the line
+    number read from it (the sort key), and only the matches that stay among the first ``cap`` are decoded, at the
+    end (``MatchCollector.extend_lazy``); without one, every record is decoded as it comes, in one call per batch.
     """
 
     def __init__(self, collector: MatchCollector, prefix: str, accept: Callable[[str], bool] | None) -> None:
         self._collector = collector
         self._prefix = prefix
         self._accept = accept
+        self._lazy = collector.cap is not None
         self._pending: bytes = b""
         self._skipping = False
+        self._in_file = False  # between a begin record and its end record
+        self._path = ""
         self._counted = True  # the current file's matches count (its path passed ``accept``)
         self._kept = True  # ... and may be kept (its path is not past the collector's cutoff)
         # The current file's matches, held until its end record: kept ones (at most the cap: one file's matches
@@ -98,6 +109,7 @@ class RipgrepJson:
         self._held: list[bytes] = []
         self._held_count = 0
         self._hold_limit = collector.cap if collector.cap is not None else sys.maxsize
+        self._batch: list[bytes] | list[_Lazy] = []  # what one ``feed`` gives the collector, in one call
 
     def feed(self, chunk: bytes) -> None:
         if self._skipping:
@@ -111,63 +123,149 @@ class RipgrepJson:
             self._pending = data
         else:
             self._pending = data[end + 1 :]
-            self._parse(data[:end].split(b"\n"))
+            self._parse(data, end + 1)
         if len(self._pending) > _MAX_JSON_LINE:
             self._pending, self._skipping = b"", True
 
-    def _parse(self, lines: list[bytes]) -> None:
-        """ripgrep writes each file's records together (begin, matches, end): the begin record decides, once per
-        file, whether its matches are parsed, only counted, or ignored; the end record whether they stand."""
-        batch: list[bytes] = []
-        uncounted = 0
-        held, held_count, limit = self._held, self._held_count, self._hold_limit
-        for line in lines:
-            if line.startswith(_MATCH_PREFIX):
-                if self._kept and len(held) < limit:
-                    held.append(line)
-                elif self._counted:
-                    held_count += 1
-            elif line.startswith(_BEGIN_PREFIX):
-                self._begin(line)
-                held, held_count = [], 0
-            elif line.startswith(_END_PREFIX):
-                if _TEXT_END in line:  # no NUL byte seen: a text file, its matches stand
-                    batch += held
-                    uncounted += held_count
-                held, held_count = [], 0
-        self._held, self._held_count = held, held_count
-        self._collector.count(uncounted)
-        if batch:
-            self._add(batch)
+    def _parse(self, data: bytes, size: int) -> None:
+        """The whole lines in ``data[:size]``: per file, its begin record decides whether its matches are held,
+        only counted, or ignored; its end record whether they stand. What stands goes to the collector in one
+        call."""
+        pos, self._batch = 0, []
+        while pos < size:
+            if not self._in_file:
+                begin = data.find(_BEGIN_PREFIX, pos, size)
+                if begin == -1:
+                    break  # the summary record, or nothing
+                pos = data.index(b"\n", begin) + 1
+                self._begin(data[begin : pos - 1])
+                continue
+            end = data.find(_END_PREFIX, pos, size)
+            stop = size if end == -1 else end
+            if stop > pos and self._kept and len(self._held) < self._hold_limit:
+                lines = data[pos:stop].split(b"\n")
+                lines.pop()  # the stretch ends with a newline
+                room = self._hold_limit - len(self._held)
+                self._held += [line for line in lines if line.startswith(_MATCH_PREFIX)][:room]
+            if end == -1:
+                break
+            pos = data.index(b"\n", end) + 1
+            record = data[end:pos]
+            if _TEXT_END in record:  # no NUL byte seen: a text file, its matches stand
+                if self._counted:  # the ones not held are counted from the record's stats
+                    self._held_count = max(_stat(record, _MATCHED_LINES_KEY) - len(self._held), 0)
+                self._commit()
+            self._in_file, self._held, self._held_count = False, [], 0
+        if self._batch:
+            if self._lazy:
+                self._collector.extend_lazy(cast(list[_Lazy], self._batch), _lines)
+            else:
+                self._collector.extend(self._records(cast(list[bytes], self._batch)))
 
-    def _add(self, batch: list[bytes]) -> None:
-        records: list[dict[str, Any]]
-        try:
-            records = cast(list[dict[str, Any]], from_json(b"[" + b",".join(batch) + b"]"))
-        except ValueError:  # a line cut by a sandbox's output cap: parse the rest one by one
-            records = []
-            for line in batch:
-                try:
-                    records.append(cast(dict[str, Any], from_json(line)))
-                except ValueError:
-                    continue
+    def _commit(self) -> None:
+        """The current file is text: its held matches join the batch, the ones only counted the total."""
+        collector, held = self._collector, self._held
+        collector.count(self._held_count)
+        if not held:
+            return
+        if not self._lazy:
+            cast(list[bytes], self._batch).extend(held)
+        elif not collector.wants(self._path):  # the cutoff moved below this file since its begin record
+            collector.count(len(held))
+        else:
+            path, batch, key, skip = self._path, cast(list[_Lazy], self._batch), _LINE_NUMBER_KEY, len(_LINE_NUMBER_KEY)
+            try:
+                batch += [
+                    (path, int(line[(at := line.find(key) + skip) : line.find(b",", at)]), "", line) for line in held
+                ]
+            except ValueError:  # a record cut by a sandbox's output cap: dropped, as it would not parse
+                for line in held:
+                    number = _line_number(line)
+                    if number is not None:
+                        batch.append((path, number, "", line))
+
+    def _records(self, batch: list[bytes]) -> list[tuple[str, int, str]]:
         prefix = self._prefix
         items: list[tuple[str, int, str]] = []
         append = items.append
-        for record in records:
+        for record in _parse_records(batch):
             data = record["data"]
             path, lines = data["path"], data["lines"]
-            # "text" is there unless the bytes are not UTF-8 (then base64 "bytes")
-            text = lines.get("text")
-            line = (text if text is not None else _text(lines, "replace")).rstrip("\n").removesuffix("\r")
             name = path.get("text")
+            line = _line_text(lines)
             append((prefix + (name if name is not None else _text(path, "surrogateescape")), data["line_number"], line))
-        self._collector.extend(items)
+        return items
 
     def _begin(self, line: bytes) -> None:
-        path = self._prefix + _text(cast(dict[str, Any], from_json(line))["data"]["path"], "surrogateescape")
+        raw = line[len(_BEGIN_PATH) : -len(_BEGIN_TAIL)]
+        if line.startswith(_BEGIN_PATH) and line.endswith(_BEGIN_TAIL) and b"\\" not in raw and b'"' not in raw:
+            name = raw.decode()  # a plain UTF-8 path, nothing escaped: the common case, without the JSON parser
+        else:
+            name = _text(cast(dict[str, Any], from_json(line))["data"]["path"], "surrogateescape")
+        path = self._path = self._prefix + name
+        self._in_file = True
         self._counted = self._accept is None or self._accept(path)
         self._kept = self._counted and self._collector.wants(path)
+
+
+_MATCHED_LINES_KEY = b'"matched_lines":'  # an end record's count of the file's match records
+_LINE_NUMBER_KEY = b'"line_number":'  # first in a match record outside its strings (which escape every quote)
+_BEGIN_PATH = b'{"type":"begin","data":{"path":{"text":"'
+_BEGIN_TAIL = b'"}}}'
+
+
+def _line_number(record: bytes) -> int | None:
+    at = record.find(_LINE_NUMBER_KEY)
+    if at == -1:
+        return None
+    at += len(_LINE_NUMBER_KEY)
+    digits = record[at : record.find(b",", at)]
+    return int(digits) if digits.isdigit() else None
+
+
+def _stat(record: bytes, key: bytes) -> int:
+    """A number from an end record's ``stats`` (0 when it is not there)."""
+    at = record.find(key)
+    if at == -1:
+        return 0
+    at += len(key)
+    digits = record[at : record.find(b",", at)]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _parse_records(batch: list[bytes]) -> list[dict[str, Any]]:
+    try:
+        return cast(list[dict[str, Any]], from_json(b"[" + b",".join(batch) + b"]"))
+    except ValueError:  # a line cut by a sandbox's output cap: parse the rest one by one
+        records: list[dict[str, Any]] = []
+        for line in batch:
+            try:
+                records.append(cast(dict[str, Any], from_json(line)))
+            except ValueError:
+                continue
+        return records
+
+
+def _line_text(lines: dict[str, Any]) -> str:
+    # "text" is there unless the bytes are not UTF-8 (then base64 "bytes")
+    text = lines.get("text")
+    return (text if text is not None else _text(lines, "replace")).rstrip("\n").removesuffix("\r")
+
+
+def _lines(raws: list[bytes]) -> list[str | None]:
+    """The line of each raw match record (``MatchCollector.extend_lazy``'s ``decode``); ``None`` for a record that
+    does not parse (cut by a sandbox's output cap)."""
+    try:
+        records = cast(list[dict[str, Any]], from_json(b"[" + b",".join(raws) + b"]"))
+        return [_line_text(record["data"]["lines"]) for record in records]
+    except ValueError:
+        out: list[str | None] = []
+        for raw in raws:
+            try:
+                out.append(_line_text(cast(dict[str, Any], from_json(raw))["data"]["lines"]))
+            except (ValueError, KeyError, TypeError):
+                out.append(None)
+        return out
 
 
 def rg_arguments(
