@@ -36,8 +36,12 @@ TWINS: list[tuple[str, str]] = [
 ]
 # Lifecycle is the twin's own: its constructor starts and enters the object, close() leaves it.
 _SKIP = {"__aenter__", "__aexit__", "aclose", "start"}
-# pydantic-ai's workspace API is async by contract (its Workspace awaits it): the twins leave it out.
-_SKIP |= {"ref", "from_ref", "working_dir", "write_bytes", "stat", "list_dir", "make_dir", "remove", "realpath", "run"}
+# pydantic-ai's workspace API is async by contract (its Workspace awaits it): the twins leave it out. It is listed
+# once, where the workspace methods are defined, and read from there.
+WORKSPACE_METHODS = frozenset(
+    ("ref", "from_ref", "working_dir", "write_bytes", "stat", "list_dir", "make_dir", "remove", "realpath", "run")
+)
+_SKIP |= WORKSPACE_METHODS
 _PLAIN = ""  # origin of a name bound by a plain ``import name``
 
 
