@@ -9,17 +9,23 @@ and hands them out again, with their processes, instead of starting new ones.
 
 Nothing is held in the caller's task: the idle reaper runs under a supervisor of its own, started on first use, so
 the manager works without ``async with`` and can be closed from any task.
+
+One workspace, one sandbox, whatever the number of managers: a user's sandbox is looked up, adopted, created and
+removed under an exclusive lock on a file under ``workspace_root`` (``flock``, taken without blocking the event
+loop), so a second manager, in this process or another, adopts the first one's sandbox instead of starting its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -42,6 +48,55 @@ SESSION_LABEL = "agent-backends.session"
 WORKSPACE_ROOT_LABEL = "agent-backends.workspace-root"
 _log = logging.getLogger("agent_backends.sessions")
 _USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+LOCK_DIR = ".agent-backends-locks"  # under workspace_root; a user id cannot start with "."
+_MANAGERS_LOCK = "managers.lock"  # held shared by every started manager: a predecessor's leftovers are known
+# Processes in the container other than its init, the init's sleep and this probe: a command or a background
+# process running (docker exec's processes have no parent inside the container). Builtins only: nothing forks.
+_BUSY_SCRIPT = (
+    'for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = 1 ] || [ "$p" = $$ ] && continue; '
+    'read -r s < "$d/stat" 2>/dev/null || continue; s=${s##*) }; set -- $s; '
+    '[ "$1" = Z ] || [ "$2" = 1 ] || { echo busy; exit 0; }; done; echo idle'
+)
+
+
+def _open_lock(path: str) -> int:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
+async def _flock_fd(path: str, operation: int = fcntl.LOCK_EX) -> int:
+    """An open descriptor of ``path`` holding ``operation`` (``flock``); waits by polling, so the event loop never
+    blocks and a cancellation leaves nothing held."""
+    fd = await anyio.to_thread.run_sync(_open_lock, path)
+    try:
+        delay = 0.002
+        while not await anyio.to_thread.run_sync(_try_flock, fd, operation):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.asynccontextmanager
+async def _flock(path: str) -> AsyncGenerator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block; other processes wait for it too."""
+    fd = await _flock_fd(path)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _check_user_id(user_id: str) -> str:
@@ -113,6 +168,7 @@ class SessionManager:
         self._open_lock = anyio.Lock()
         self._supervisor: Supervisor | None = None
         self._host: str | None = None
+        self._managers_fd: int | None = None  # the shared lock every started manager on this root holds
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -125,7 +181,12 @@ class SessionManager:
             if self._supervisor is not None:
                 return self
             self._host, _ = await _engine.connect(self.docker_url)
-            await self._adopt()
+            alone = await self._join()
+            try:
+                await self._adopt(alone=alone)
+            except BaseException:
+                self._leave()
+                raise
             supervisor = Supervisor()
             interval = min(t for t in (self.idle_timeout, self.pause_after, math.inf) if t is not None)
             if interval != math.inf:
@@ -150,11 +211,44 @@ class SessionManager:
         """
         supervisor, self._supervisor = self._supervisor, None
         with anyio.CancelScope(shield=True):
-            if supervisor is not None:
-                await supervisor.aclose()
-            async with anyio.create_task_group() as tg:
-                for user_id in list(self._sessions):
-                    tg.start_soon(self._let_go if keep_sandboxes else self.release, user_id)
+            try:
+                if supervisor is not None:
+                    await supervisor.aclose()
+                async with anyio.create_task_group() as tg:
+                    for user_id in list(self._sessions):
+                        tg.start_soon(self._let_go if keep_sandboxes else self.release, user_id)
+            finally:
+                self._leave()
+
+    async def _join(self) -> bool:
+        """Hold the managers' shared lock on this ``workspace_root``; whether no other manager held it (then what
+        is left there belongs to a predecessor that is gone)."""
+        path = os.path.join(self.workspace_root, LOCK_DIR, _MANAGERS_LOCK)
+        # Checking and joining are one step for every manager: a second one starting now waits for it.
+        async with _flock(os.path.join(self.workspace_root, LOCK_DIR, "start.lock")):
+            fd = await anyio.to_thread.run_sync(_open_lock, path)
+            try:
+                alone = await anyio.to_thread.run_sync(_try_flock, fd, fcntl.LOCK_EX)
+                if alone:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared now: no other manager can hold it
+                else:
+                    os.close(fd)
+                    fd = await _flock_fd(path, fcntl.LOCK_SH)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+        self._managers_fd = fd
+        return alone
+
+    def _leave(self) -> None:
+        fd, self._managers_fd = self._managers_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _workspace_lock(self, user_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lock under which one user's sandbox is looked up, adopted, created or removed, by any manager."""
+        return _flock(os.path.join(self.workspace_root, LOCK_DIR, f"{user_id}.lock"))
 
     async def _let_go(self, user_id: str) -> None:
         async with self._lock(user_id):
@@ -196,7 +290,10 @@ class SessionManager:
                 await self._drop(user_id)
             await self._take_slot()
             try:
-                sandbox = await self._start(user_id, get_runtime(runtime or self.default_runtime))
+                async with self._workspace_lock(user_id):
+                    sandbox = await self._adopt_running(user_id)
+                    if sandbox is None:
+                        sandbox = await self._start(user_id, get_runtime(runtime or self.default_runtime))
             except BaseException:
                 self._slots.release()
                 raise
@@ -213,7 +310,8 @@ class SessionManager:
         if session is not None:
             try:
                 with anyio.CancelScope(shield=True):
-                    await session.sandbox.aclose()
+                    async with self._workspace_lock(user_id):  # no other manager adopts it while it goes
+                        await session.sandbox.aclose()
             finally:
                 del self._sessions[user_id]  # only once the container is gone
                 self._slots.release()
@@ -254,44 +352,116 @@ class SessionManager:
         image = await ensure_runtime_image(runtime, docker_url=self._host, progress=self._progress)
         workspace = os.path.join(self.workspace_root, user_id)
         await anyio.to_thread.run_sync(lambda: os.makedirs(workspace, exist_ok=True))
-        return await self._sandbox(user_id, runtime, image=image).start()
+        sandbox = await self._sandbox(user_id, runtime, image=image).start()
+        try:
+            await self._give_workspace(sandbox, workspace)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await sandbox.aclose()
+            raise
+        return sandbox
 
-    async def _adopt(self) -> None:
-        """Take over the sandboxes a previous manager on this ``workspace_root`` left running; remove dead ones
-        (and any beyond ``max_sessions``)."""
+    @staticmethod
+    async def _give_workspace(sandbox: DockerSandbox, workspace: str) -> None:
+        """Give the workspace directory (itself, not what it holds) to the sandbox's ``user``, so its commands can
+        create files in their own working directory. First inside the container, as root, where the engine maps
+        the ids (rootless Podman, user namespaces); where that root has no rights (gVisor drops the capabilities of
+        a root exec in a container of another user), from the host, when this process may."""
+        container = sandbox._container  # pyright: ignore[reportPrivateUsage]
+        if sandbox.user is None or container is None:
+            return
+        collect = sandbox._collect  # pyright: ignore[reportPrivateUsage]
+        ids = (await collect(container, ["/bin/sh", "-c", "id -u; id -g"])).split()
+        if len(ids) != 2 or not all(n.isdigit() for n in ids) or ids[0] == "0":
+            return
+        writable = ["/bin/sh", "-c", '[ -w "$1" ] && echo yes; true', "sh", sandbox.work_dir]
+        if await collect(container, writable) == "yes\n":
+            return
+        await collect(container, ["chown", f"{ids[0]}:{ids[1]}", "--", sandbox.work_dir], user="0")
+        if await collect(container, writable) == "yes\n":
+            return
+        with contextlib.suppress(OSError):
+            await anyio.to_thread.run_sync(os.chown, workspace, int(ids[0]), int(ids[1]))
+        if await collect(container, writable) != "yes\n":
+            _log.warning(
+                "the workspace %s could not be given to the sandbox's user %s: its commands cannot write there",
+                workspace,
+                sandbox.user,
+            )
+
+    async def _adopt_running(self, user_id: str) -> DockerSandbox | None:
+        """Under the user's lock: attach to the sandbox another manager (or a predecessor) runs for this user on
+        this ``workspace_root``, if there is one; remove any that no longer runs."""
+        name = await self._claim(user_id)
+        if name is None:
+            return None
+        sandbox = self._sandbox(user_id, self.default_runtime, image=self.default_runtime.image_tag, ref=name)
+        try:
+            return await sandbox.start()
+        except SandboxError as exc:
+            _log.warning("could not adopt the sandbox of %s: %s", user_id, exc)
+            await sandbox.aclose()
+            return None
+
+    async def _claim(self, user_id: str, *, keep: bool = True) -> str | None:
+        """The name of the user's running (or paused) sandbox on this root (``keep``); the others are removed."""
         assert self._host is not None
-        adopted: dict[str, DockerSandbox] = {}
+        version = await _engine.api_version(self._host)
+        docker: aiodocker.Docker
+        async with _aiodocker().Docker(url=self._host, api_version=f"v{version}") as docker:
+            with _engine_errors("could not look up the user's sandbox", self._host):
+                filters = {"label": [f"{SESSION_LABEL}={user_id}", f"{WORKSPACE_ROOT_LABEL}={self.workspace_root}"]}
+                containers = await docker.containers.list(all=True, filters=filters)  # pyright: ignore[reportUnknownMemberType]
+                found: str | None = None
+                for container in sorted(containers, key=lambda c: str(c["Names"])):  # pyright: ignore[reportUnknownArgumentType, reportUnknownLambdaType]
+                    name = str((container["Names"] or [container.id])[0]).lstrip("/")  # pyright: ignore[reportUnknownArgumentType]
+                    if keep and found is None and str(container["State"]) in ("running", "paused"):
+                        found = name
+                    else:
+                        with contextlib.suppress(_aiodocker().DockerError):
+                            await container.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
+        return found
+
+    async def _adopt(self, *, alone: bool) -> None:
+        """Take over the sandboxes running for this ``workspace_root``: a predecessor's, or those of a manager
+        running now (then shared: one sandbox per workspace). Dead ones are removed, and, when no other manager
+        runs (``alone``), any beyond ``max_sessions``."""
+        assert self._host is not None
+        users: set[str] = set()
         version = await _engine.api_version(self._host)
         docker: aiodocker.Docker
         async with _aiodocker().Docker(url=self._host, api_version=f"v{version}") as docker:
             with _engine_errors("could not list the sessions left running", self._host):
                 filters = {"label": [SESSION_LABEL, f"{WORKSPACE_ROOT_LABEL}={self.workspace_root}"]}
                 containers = await docker.containers.list(all=True, filters=filters)  # pyright: ignore[reportUnknownMemberType]
-                for container in sorted(containers, key=lambda c: str(c["Names"])):  # pyright: ignore[reportUnknownArgumentType, reportUnknownLambdaType]
+                for container in containers:  # pyright: ignore[reportUnknownVariableType]
                     labels: dict[str, str] = dict(container["Labels"] or {})  # pyright: ignore[reportUnknownArgumentType]
                     user_id = labels.get(SESSION_LABEL, "")
-                    name = str((container["Names"] or [container.id])[0]).lstrip("/")  # pyright: ignore[reportUnknownArgumentType]
-                    alive = str(container["State"]) in ("running", "paused")
-                    if alive and _USER_ID.fullmatch(user_id) and user_id not in adopted and self._take_slot_nowait():
-                        image = self.default_runtime.image_tag
-                        adopted[user_id] = self._sandbox(user_id, self.default_runtime, image=image, ref=name)
+                    if _USER_ID.fullmatch(user_id) and ".." not in user_id:
+                        users.add(user_id)
                     else:
                         with contextlib.suppress(_aiodocker().DockerError):
                             await container.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
+        chosen = [user_id for user_id in sorted(users) if self._take_slot_nowait()]
+        extra = sorted(users.difference(chosen))
 
-        async def attach(user_id: str, sandbox: DockerSandbox) -> None:
-            try:
-                await sandbox.start()
-            except SandboxError as exc:
-                _log.warning("could not adopt the sandbox of %s: %s", user_id, exc)
+        async def adopt(user_id: str) -> None:
+            async with self._lock(user_id), self._workspace_lock(user_id):
+                sandbox = await self._adopt_running(user_id)
+            if sandbox is None:
                 self._slots.release()
-                await sandbox.aclose()
-                return
-            self._sessions[user_id] = _Session(sandbox, time.monotonic())
+            else:
+                self._sessions[user_id] = _Session(sandbox, time.monotonic())
+
+        async def remove(user_id: str) -> None:
+            async with self._workspace_lock(user_id):
+                await self._claim(user_id, keep=False)
 
         async with anyio.create_task_group() as tg:
-            for user_id, sandbox in adopted.items():
-                tg.start_soon(attach, user_id, sandbox)
+            for user_id in chosen:
+                tg.start_soon(adopt, user_id)
+            for user_id in extra if alone else ():
+                tg.start_soon(remove, user_id)
 
     def _take_slot_nowait(self) -> bool:
         try:
@@ -317,7 +487,7 @@ class SessionManager:
         pause = self.pause_after is not None and idle >= self.pause_after and not sandbox.paused
         if not (stop or pause):
             return
-        if not sandbox.paused and await sandbox.is_busy():
+        if not sandbox.paused and (await sandbox.is_busy() or await self._processes_running(sandbox)):
             return
         async with self._lock(user_id):
             if self._sessions.get(user_id) is not session or session.idle_seconds() < idle:
@@ -326,3 +496,16 @@ class SessionManager:
                 await self._drop(user_id)
             else:
                 await sandbox.pause()
+
+    @staticmethod
+    async def _processes_running(sandbox: DockerSandbox) -> bool:
+        """Whether anything runs in the container, through this object or not (another manager's command, an
+        object attached by ``ref=``): looked at without counting as use."""
+        container = sandbox._container  # pyright: ignore[reportPrivateUsage]
+        if container is None:
+            return False
+        try:
+            answer = await sandbox._collect(container, ["/bin/sh", "-c", _BUSY_SCRIPT])  # pyright: ignore[reportPrivateUsage]
+        except SandboxError:
+            return False
+        return answer.strip() == "busy"

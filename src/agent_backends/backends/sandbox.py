@@ -2,8 +2,10 @@
 
 A subclass supplies ``execute`` and ``id``; it may also supply faster file transfer (``_download``, ``_upload``,
 ``_stat``) and uncapped command runs (``_run``), as ``DockerSandbox`` does. What runs inside needs only a POSIX shell
-and coreutils or busybox (``stat``, ``find``, ``base64``, ``dd``); grep uses ``rg`` there when present and otherwise
-searches downloaded files with the in-memory engine, which has the same regex semantics.
+and coreutils or busybox (``stat``, ``find``, ``base64``, ``dd``, ``mktemp``, ``wc``, ``tr``); grep uses ``rg`` there
+when present and otherwise searches downloaded files with the in-memory engine, which has the same regex semantics
+(unreadable files skipped, bounded by ``fallback_grep_seconds``). Listings are NUL-separated records, and a helper's
+output is read back whole however ``execute`` caps it (``_shell.run_complete``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import base64
 import shlex
 from abc import abstractmethod
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import NamedTuple
+
+import anyio
 
 from agent_backends import _paths, _text
 from agent_backends._glob import (
@@ -31,16 +34,25 @@ from agent_backends._grep import (
     search_lines,
 )
 from agent_backends._ripgrep import RipgrepJson, pattern_input, rg_arguments, rg_error
+from agent_backends.backends import _shell
 from agent_backends.backends._base import StorageBackend, is_dir_error, not_a_dir, not_found
 from agent_backends.backends._workspace import SandboxWorkspace, WorkspaceCommands
-from agent_backends.exceptions import PathError, PathNotDirectoryError, PathPermissionError
+from agent_backends.exceptions import (
+    PathError,
+    PathNotDirectoryError,
+    PathPermissionError,
+    SandboxError,
+    SandboxUnavailableError,
+)
 from agent_backends.types import ExecuteResponse, FileInfo, GrepMatches
 
 __all__ = ("BaseSandbox", "CommandResult")
 
 # Pseudo filesystems a search from "/" must not walk into.
-_PSEUDO = ("/proc", "/sys", "/dev")
-_STAT_FORMAT = "%F|%s|%Y|%n"
+_PSEUDO = _shell.PSEUDO
+_STAT_FORMAT = "%F|%s|%Y|-"  # no name: the caller knows it, and a name may hold a newline
+# ripgrep's timings, which differ from run to run ("elapsed", "elapsed_total"), as null.
+_UNTIMED = shlex.quote(r's/"elapsed\(_total\)\{0,1\}":{[^}]*}/"elapsed":null/g')
 
 
 class CommandResult(NamedTuple):
@@ -49,40 +61,6 @@ class CommandResult(NamedTuple):
     exit_code: int | None
     stdout: bytes
     stderr: bytes
-
-
-_KINDS = {"directory": True, "d": True, "f": False}  # stat's %F words and find's %Y letters
-
-
-def _parse_stat_line(line: str) -> FileInfo | None:
-    """``FileInfo`` from a ``type|size|mtime|path`` line (``stat -c`` or ``find -printf``); ``None`` otherwise."""
-    parts = line.split("|", 3)
-    if len(parts) != 4 or not parts[1].isdigit():
-        return None
-    kind, size, mtime, path = parts
-    is_dir = _KINDS.get(kind, None if not kind.startswith("regular") else False)
-    try:
-        modified = datetime.fromtimestamp(float(mtime), UTC)
-    except ValueError:
-        return None
-    if is_dir is None:
-        return None
-    return FileInfo(
-        path=path, name=_paths.split_name(path), is_dir=is_dir, size=None if is_dir else int(size), modified_at=modified
-    )
-
-
-def _find_script(base: str, max_depth: int | None, files_only: bool) -> str:
-    """List entries as ``type|size|mtime|path`` lines: GNU ``find -printf`` where there is one (gVisor rejects the
-    ``statx`` flag GNU ``stat`` uses), else ``stat`` for each entry (busybox)."""
-    prune = "".join(f"-path {p} -prune -o " for p in _PSEUDO) if base == "/" else ""
-    depth = f"-maxdepth {max_depth} " if max_depth is not None else ""
-    kinds = r"\( -type f -o -type l \) " if files_only else ""
-    head = f"find {shlex.quote(base)} -mindepth 1 {depth}{prune}{kinds}"
-    return (
-        f"if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then {head}-printf '%Y|%s|%T@|%p\\n' 2>/dev/null; "
-        f"else {head}-exec stat -L -c '{_STAT_FORMAT}' {{}} + 2>/dev/null; fi; true"
-    )
 
 
 class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
@@ -94,6 +72,7 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
     """
 
     _transfer_chunk = 32 * 1024  # raw bytes per base64 round trip: well under the usual output cap
+    fallback_grep_seconds: float = 60.0  # grep without ripgrep in the sandbox stops after this long, and says so
 
     def __init__(self, *, work_dir: str = "/", max_grep_matches: int | None = DEFAULT_MAX_MATCHES) -> None:
         super().__init__(max_grep_matches=max_grep_matches)
@@ -128,7 +107,7 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
     async def _stat(self, path: str) -> FileInfo | None:
         result = await self._run(f"stat -L -c '{_STAT_FORMAT}' -- {shlex.quote(path)} 2>/dev/null")
         for line in result.stdout.decode(errors="surrogateescape").splitlines():
-            info = _parse_stat_line(line)
+            info = _shell.parse_record(line)
             if info is not None:
                 return info.model_copy(update={"path": path, "name": _paths.split_name(path)})
         return None
@@ -154,12 +133,43 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
                 raise PathNotDirectoryError(f"'{path}' is not a directory, or a parent of it is a file", path)
             raise PathPermissionError(f"could not write '{path}': {message}", path)
 
+    async def _run_complete(
+        self, script: str, *, stdin: bytes | None = None, rerun: str | None = None
+    ) -> CommandResult:
+        """A helper command's whole output. A subclass's own ``_run`` is uncapped; through ``execute`` (capped) the
+        output is read back in pages, errors merged (``rerun``: the command made deterministic, run once per page
+        where the sandbox has nowhere to keep the output)."""
+        if type(self)._run is not BaseSandbox._run:
+            return await self._run(script, stdin=stdin)
+
+        async def execute(command: str, data: bytes | None) -> ExecuteResponse:
+            return await self.execute(command, stdin=data)
+
+        code, output = await _shell.run_complete(execute, script, stdin=stdin, rerun=rerun)
+        return CommandResult(code, output, b"")
+
+    async def _listing(self, base: str, max_depth: int | None, *, files_only: bool) -> list[FileInfo]:
+        """The entries below ``base`` (to ``max_depth``), read as NUL-separated records, all of them."""
+        result = await self._run_complete(_shell.listing_script(base, max_depth, files_only=files_only))
+        return list(_shell.parse_listing(result.stdout, base, max_depth))
+
     async def _run_rg(self, arguments: list[str], parser: RipgrepJson, stdin: bytes) -> tuple[int | None, bytes]:
         """Run ``rg`` in the sandbox with ``stdin``, feeding its stdout to ``parser``; (exit code, stderr)."""
-        result = await self._run(shlex.join(["rg", *arguments]), stdin=stdin)
-        parser.feed(result.stdout + b"\n")
-        # Through ``execute`` the streams are merged: ripgrep's error message is then in stdout.
-        return result.exit_code, result.stderr or result.stdout
+        # ripgrep's status rides a last line of its own, so that the run paged again (below) keeps it.
+        script = shlex.join(["rg", *arguments]) + '; echo "@rc=$?"'
+        # Paged through ``execute`` where nothing is writable, it runs once per page: sorted and without its
+        # timings, its output is the same every time.
+        rerun = f'{{ {shlex.join(["rg", "--sort", "path", *arguments])} 2>&1; echo "@rc=$?"; }} | sed {_UNTIMED}'
+        result = await self._run_complete(script, stdin=stdin, rerun=rerun)
+        body, _, status = result.stdout.rstrip(b"\n").rpartition(b"\n@rc=")
+        if not status.isdigit():
+            body, status = result.stdout, b""
+        parser.feed(body + b"\n")
+        code = int(status) if status else result.exit_code
+        if result.stderr:
+            return code, result.stderr
+        # Through ``execute`` the streams are merged: ripgrep's error message is in stdout, beside its records.
+        return code, b"\n".join(line for line in body.split(b"\n") if not line.startswith(b'{"type":'))
 
     # --- storage primitives --------------------------------------------------------------------------------------
 
@@ -177,9 +187,7 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
             raise not_found(path)
         if not info.is_dir:
             raise not_a_dir(path)
-        result = await self._run(_find_script(path, 1, files_only=False))
-        lines = result.stdout.decode(errors="surrogateescape").splitlines()
-        return [info for line in lines if (info := _parse_stat_line(line)) is not None]
+        return await self._listing(path, 1, files_only=False)
 
     async def _read(self, path: str, offset: int, limit: int) -> str:
         return _text.render_bytes(await self._read_bytes(path), path=path, offset=offset, limit=limit)
@@ -206,13 +214,8 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
 
     async def _glob(self, matcher: GlobMatcher) -> list[FileInfo]:
         base = matcher.base
-        result = await self._run(_find_script(base, None if matcher.recursive else matcher.depth, files_only=True))
-        found: list[FileInfo] = []
-        for line in result.stdout.decode(errors="surrogateescape").splitlines():
-            info = _parse_stat_line(line)
-            if info is not None and not info.is_dir and matcher.match(_paths.relative_to(info.path, base)):
-                found.append(info)
-        return found
+        entries = await self._listing(base, None if matcher.recursive else matcher.depth, files_only=True)
+        return [info for info in entries if not info.is_dir and matcher.match(_paths.relative_to(info.path, base))]
 
     async def _grep(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
         info = await self._stat(path)
@@ -259,7 +262,9 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
         return kept
 
     async def _grep_downloaded(self, pattern: str, path: str, glob: str | None) -> GrepMatches | str:
-        """The fallback without ``rg``: the in-memory engine over each file, downloaded one at a time."""
+        """The fallback without ``rg``: the in-memory engine over each file, downloaded one at a time. A file that
+        cannot be read is skipped, as ripgrep skips it; past ``fallback_grep_seconds`` the search stops and its
+        note says how many files were left out."""
         regex = await compile_pattern_async(pattern)
         if isinstance(regex, str):
             return regex
@@ -267,14 +272,31 @@ class BaseSandbox(SandboxWorkspace, WorkspaceCommands, StorageBackend):
         collector = MatchCollector(self.max_grep_matches)
         info = await self._stat(path)
         files = [info] if info is not None and not info.is_dir else await self._glob(compile_glob("**", path))
-        for file in sorted(files, key=lambda f: f.path):
-            # Relative to ``path``: "" for a file named explicitly, which the filter always accepts, as ripgrep does.
-            if name_filter is not None and not name_filter.fullmatch(_paths.relative_to(file.path, path)):
-                continue
-            try:
-                text = _text.decode_text(await self._download(file.path, file.size or 0))
-            except PathError:
-                continue
-            if text is not None:  # None for a binary file (a NUL byte anywhere), as ripgrep skips it
-                collector.extend((file.path, number, line) for number, line in search_lines(regex, text))
-        return collector.result()
+        # Relative to ``path``: "" for a file named explicitly, which the filter always accepts, as ripgrep does.
+        files = sorted(
+            (f for f in files if name_filter is None or name_filter.fullmatch(_paths.relative_to(f.path, path))),
+            key=lambda f: f.path,
+        )
+        searched = 0
+        with anyio.move_on_after(self.fallback_grep_seconds) as bound:
+            for file in files:
+                try:
+                    data = await self._download(file.path, file.size or 0)
+                except SandboxUnavailableError:
+                    raise  # the sandbox is gone, or its engine: not a file to skip
+                except (PathError, SandboxError):
+                    searched += 1
+                    continue  # unreadable, vanished, a pseudo file the engine cannot archive: skipped
+                searched += 1
+                text = _text.decode_text(data)
+                if text is not None:  # None for a binary file (a NUL byte anywhere), as ripgrep skips it
+                    collector.extend((file.path, number, line) for number, line in search_lines(regex, text))
+        found = collector.result()
+        if not bound.cancelled_caught:
+            return found
+        reason = (
+            f"there is no ripgrep in this sandbox and the slower search ran out of time "
+            f"({self.fallback_grep_seconds:g} s) after {searched:,} of {len(files):,} files; the other "
+            f"{len(files) - searched:,} were not searched (narrow the path or glob, or install ripgrep in the image)"
+        )
+        return _shell.SearchStopped(list(found), total=found.total, reason=reason)
