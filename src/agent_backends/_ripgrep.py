@@ -192,7 +192,8 @@ class RipgrepJson:
             data = record["data"]
             path, lines = data["path"], data["lines"]
             name = path.get("text")
-            line = _line_text(lines)
+            text = lines.get("text")  # inlined ``_line_text``: this loop runs once per match
+            line = (text if text is not None else _text(lines, "replace")).rstrip("\n").removesuffix("\r")
             append((prefix + (name if name is not None else _text(path, "surrogateescape")), data["line_number"], line))
         return items
 
