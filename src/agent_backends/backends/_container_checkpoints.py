@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import contextvars
 import io
 import json
 import shlex
@@ -40,7 +41,10 @@ __all__ = ("ContainerCheckpoints",)
 _OF = "agent-backends.snapshot-of"
 _META = "agent-backends.snapshot"
 _STASH = "/.agent-backends-workdir.tar"
-_REPOSITORY = "agent-backends-snapshot"  # the mounted work dir's files, inside a snapshot image
+_REPOSITORY = "agent-backends-snapshot"
+_SNAPSHOTTING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agent_backends_snapshotting", default=False
+)  # the mounted work dir's files, inside a snapshot image
 
 
 class ContainerCheckpoints(Checkpoints):
@@ -57,8 +61,9 @@ class ContainerCheckpoints(Checkpoints):
     _committing: anyio.Event | None = None
 
     async def _commit_done(self) -> None:
-        """Wait while a snapshot's commit pauses the container (every operation passes here first)."""
-        if self._committing is not None:
+        """Wait while a snapshot is being taken (every operation passes here first), but in the snapshot's own task:
+        files change neither under its archive nor while the engine pauses the container to commit it."""
+        if self._committing is not None and not _SNAPSHOTTING.get():
             await self._committing.wait()
 
     @abstractmethod
@@ -96,8 +101,18 @@ class ContainerCheckpoints(Checkpoints):
 
     async def _image(self, meta: Mapping[str, str], tag: str | None = None) -> str:
         """Commit the container to an image labelled ``meta`` (tagged ``agent-backends-snapshot:<tag>`` if given);
-        a mounted work dir's files go in with it. Returns the image's id."""
+        a mounted work dir's files go in with it. Returns the image's id. This object's other operations wait."""
         container = await self._ready()
+        self._committing = anyio.Event()
+        token = _SNAPSHOTTING.set(True)
+        try:
+            return await self._commit(container, meta, tag)
+        finally:
+            _SNAPSHOTTING.reset(token)
+            self._committing.set()
+            self._committing = None
+
+    async def _commit(self, container: DockerContainer, meta: Mapping[str, str], tag: str | None) -> str:
         docker = await self._client()
         stash: bytes | None = None
         if self._mounted_work_dir():
@@ -110,15 +125,9 @@ class ContainerCheckpoints(Checkpoints):
         changes = [f"LABEL {json.dumps(key)}={json.dumps(value)}" for key, value in labels.items()]
         try:
             repository = _REPOSITORY if tag is not None else None
-            # The engine pauses the container while it commits: this object's operations wait meanwhile.
-            self._committing = anyio.Event()
-            try:
-                committed = await container.commit(  # pyright: ignore[reportUnknownMemberType]
-                    config={"Labels": labels}, changes=changes, pause=True, repository=repository, tag=tag
-                )
-            finally:
-                self._committing.set()
-                self._committing = None  # pyright: ignore[reportUnknownMemberType]
+            committed = await container.commit(  # pyright: ignore[reportUnknownMemberType]
+                config={"Labels": labels}, changes=changes, pause=True, repository=repository, tag=tag
+            )
             image = str(committed["Id"])
             if stash is None:
                 return image
