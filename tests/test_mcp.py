@@ -33,6 +33,7 @@ from agent_backends import DeepAgentDeps, LocalBackend, create_console_toolset
 from agent_backends._tools import TOOL_NAMES
 from agent_backends.cli import TOOL_CHOICES
 from tests.conftest import BUSYBOX_IMAGE, LABELS, TEST_LABEL, require_docker
+from tests.test_toolset import expected_results
 
 pytestmark = pytest.mark.anyio
 
@@ -119,16 +120,8 @@ async def a_session(client: Client, work: str) -> list[str]:
 
 
 def expected(work: str) -> list[str]:
-    path = f"{work}/hello.py"
-    return [
-        f"write_file: Wrote {path} (15 bytes)",
-        f"edit_file: Edited {path}: 1 replacement(s)",
-        "read_file:      1\tprint('hi there')",
-        f"ls: {path} (18 bytes)",
-        f"glob: {path}",
-        f"grep: {path}:1: print('hi there')",
-        f"read_file: Error: '{work}/missing.py' does not exist",
-    ]
+    """What the console toolset's own session test expects, for a session in ``work`` (``<base>/work``)."""
+    return expected_results(work.removesuffix("/work"))
 
 
 # --- stdio -----------------------------------------------------------------------------------------------------------

@@ -323,6 +323,28 @@ class DiskRoot:
             os.close(fd)
             raise
 
+    def list_dir(self, path: str) -> list[tuple[str, os.stat_result | None]]:
+        """Each entry of the directory ``path``: (its path, its status), a symlink's target followed while it stays
+        inside (``None`` for one that dangles, loops or leaves the root); entries gone since the listing are left
+        out."""
+        _, entries, fd = self.scandir(path)
+        try:
+            listed: list[tuple[str, os.stat_result | None]] = []
+            for entry in entries:
+                child = _paths.join(path, entry.name)
+                if entry.is_symlink():
+                    try:
+                        found = self.stat(child)
+                    except (PathError, OSError):
+                        found = None
+                    listed.append((child, None if found is None else found[1]))
+                else:
+                    with contextlib.suppress(OSError):
+                        listed.append((child, entry.stat(follow_symlinks=False)))
+            return listed
+        finally:
+            os.close(fd)
+
     def walk_files(self, base: str, max_depth: int | None) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
         """Every directory under ``base`` (``base`` first) as (its path relative to ``base`` with a trailing ``/``,
         ``""`` for ``base`` itself; its entries, directories among them), links not descended. One item per

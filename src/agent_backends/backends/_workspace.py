@@ -299,28 +299,11 @@ class WorkspaceFiles:
 
 def disk_list(disk: DiskRoot, path: str) -> list[FileEntry]:
     """A directory's entries on disk (blocking), links that loop, dangle or leave the root included (not dirs)."""
-    _, entries, fd = disk.scandir(path)
-    try:
-        listed: list[FileEntry] = []
-        for entry in entries:
-            child = _paths.join(path, entry.name)
-            try:
-                if entry.is_symlink():
-                    try:
-                        found = disk.stat(child)  # followed only while it stays inside
-                    except (PathError, OSError):
-                        found = None
-                    is_dir = found is not None and stat.S_ISDIR(found[1].st_mode)
-                    size = found[1].st_size if found is not None and not is_dir else None
-                else:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    size = None if is_dir else entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue  # gone since the listing
-            listed.append(_entry(child, is_dir=is_dir, size=size))
-        return listed
-    finally:
-        os.close(fd)
+    listed: list[FileEntry] = []
+    for child, st in disk.list_dir(path):
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        listed.append(_entry(child, is_dir=is_dir, size=st.st_size if st is not None and not is_dir else None))
+    return listed
 
 
 def disk_make_dir(disk: DiskRoot, path: str) -> None:

@@ -137,23 +137,8 @@ class FilesystemBackend(DiskWorkspace, DiskCheckpoints, StorageBackend):
 
     @staticmethod
     def _list_sync(disk: DiskRoot, path: str) -> list[FileInfo]:
-        _, entries, fd = disk.scandir(path)
-        try:
-            listed: list[FileInfo] = []
-            for entry in entries:
-                child = _paths.join(path, entry.name)
-                try:
-                    if entry.is_symlink():
-                        found = disk.stat(child)  # followed only while it stays inside
-                        if found is not None:
-                            listed.append(_info(child, found[1]))
-                    else:
-                        listed.append(_info(child, entry.stat(follow_symlinks=False)))
-                except (PathError, OSError):
-                    continue  # a link that leaves the root, or an entry gone since the listing
-            return listed
-        finally:
-            os.close(fd)
+        # A link that dangles or leaves the root is not listed.
+        return [_info(child, st) for child, st in disk.list_dir(path) if st is not None]
 
     @staticmethod
     def _glob_sync(disk: DiskRoot, matcher: GlobMatcher) -> list[FileInfo]:
