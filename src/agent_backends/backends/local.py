@@ -186,11 +186,6 @@ class _LocalProcess(ChannelProcess):
         """When the shell exits, read its pipes for ``DRAIN_SECONDS`` at most: a child it left may hold them."""
         await process.wait()
         self._drain_until = anyio.current_time() + DRAIN_SECONDS
-        # The shell led a new session (its id is the shell's pid): remember what it left running there, so that
-        # closing the backend kills it.
-        left = await anyio.to_thread.run_sync(_witnesses, process.pid)
-        if left:
-            self._sessions[process.pid] = left
         for scope in list(self._receiving):
             scope.deadline = min(scope.deadline, self._receive_deadline())
 
@@ -201,6 +196,11 @@ class _LocalProcess(ChannelProcess):
             if self._process.returncode is None:
                 await anyio.to_thread.run_sync(kill_session, self._process.pid)
             await self._process.wait()
+            # The shell led a new session (its id is the shell's pid): remember what it left running there, so
+            # that closing the backend kills it.
+            left = await anyio.to_thread.run_sync(_witnesses, self._process.pid)
+            if left:
+                self._sessions[self._process.pid] = left
         tasks.cancel_scope.cancel()
 
     async def _close(self) -> None:
