@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ from agent_backends.exceptions import SandboxUnavailableError
 from tests.conftest import LABELS, PODMAN_URL, PYTHON_IMAGE, Factory, Threaded, require_docker
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _snapshots_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk snapshots (and forks) outlive their backend by design: keep this test's under its own tmp_path."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
 
 SNAPSHOT_KINDS = [
     "state",
