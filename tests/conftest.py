@@ -224,21 +224,26 @@ async def backend(make: Factory) -> Any:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """No test may leave a container behind: remove any, and fail the run if there were some."""
+    """No test may leave a container, or an image (a snapshot's, a fork's: they carry the sandbox's labels), behind:
+    remove any, and fail the run if there were some."""
     if _docker_problem.cache_info().currsize == 0 or _docker_problem() is not None:
         return
     podman_used = _engine_problem.cache_info().currsize and _engine_problem("podman") is None
     for host in ([], ["-H", PODMAN_URL]) if podman_used else ([],):
-        found = subprocess.run(
-            ["docker", *host, "ps", "-aq", "--filter", f"label={TEST_LABEL}={SESSION}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if found:
-            subprocess.run(["docker", *host, "rm", "-f", *found], capture_output=True, check=False)
-            print(f"\nERROR: {len(found)} test container(s) were left behind and have been removed: {found}")
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        for kind, listing, removal in (
+            ("container", ["ps", "-aq"], ["rm", "-f"]),
+            ("image", ["images", "-q"], ["rmi", "-f"]),
+        ):
+            found = subprocess.run(
+                ["docker", *host, *listing, "--filter", f"label={TEST_LABEL}={SESSION}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            if found:
+                subprocess.run(["docker", *host, *removal, *found], capture_output=True, check=False)
+                print(f"\nERROR: {len(found)} test {kind}(s) were left behind and have been removed: {found}")
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
