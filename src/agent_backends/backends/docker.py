@@ -758,6 +758,10 @@ class DockerSandbox(ContainerCheckpoints, ExecutionMixin, BaseSandbox):
                             self._errors("could not remove the container"),
                             contextlib.suppress(_aiodocker().DockerError),  # already gone
                         ):
+                            if self._paused:  # gVisor cannot remove (nor kill) a frozen container
+                                with contextlib.suppress(_aiodocker().DockerError):
+                                    await container.unpause()  # pyright: ignore[reportUnknownMemberType]
+                                self._paused = False
                             if self.auto_remove:
                                 await container.delete(force=True)  # pyright: ignore[reportUnknownMemberType]
                             else:
